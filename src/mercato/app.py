@@ -1,0 +1,100 @@
+"""``create_app(settings) -> FastAPI``: routers, middleware, lifespan. Nothing else."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+
+import mercato
+from mercato.audit.router import router as audit_router
+from mercato.config import Environment, Settings
+from mercato.identity.router import router as auth_router
+from mercato.identity.users_router import admin_router as admin_users_router
+from mercato.identity.users_router import router as users_router
+from mercato.platform.context import Services
+from mercato.platform.logging import configure_logging
+from mercato.web import health
+from mercato.web.deps import general_rate_limit
+from mercato.web.middleware import RequestContextMiddleware
+from mercato.web.problems import PROBLEM_BASE, install_problem_handlers
+
+DESCRIPTION = """Mercato's HTTP API. Errors are RFC 9457 problem details (`application/problem+json`); lists use
+the `{data, pagination}` envelope with an RFC 8288 `Link` header; money is a decimal string."""
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """Build the ASGI application.
+
+    Args:
+        settings: configuration; read from the environment when omitted.
+        services: prebuilt collaborators (tests share one set per database); built from ``settings`` otherwise.
+    """
+    settings = settings or Settings.load()
+    services = services or Services.build(settings)
+    configure_logging(json=settings.env is Environment.production, level="DEBUG" if settings.debug else "INFO")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.started = time.monotonic()
+        if settings.run_jobs:
+            services.jobs.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="Mercato", version=mercato.__version__, description=DESCRIPTION, lifespan=lifespan,
+        debug=settings.debug,
+    )
+    app.state.services = services
+    app.state.started = time.monotonic()
+    install_problem_handlers(app)
+
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(general_rate_limit)])
+    for router in (auth_router, users_router, admin_users_router, audit_router, health.api_router):
+        api.include_router(router)
+    app.include_router(health.router)
+    app.include_router(api)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials and "*" not in settings.cors_origins,
+            allow_methods=["*"], allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Link", "RateLimit", "RateLimit-Policy", "Retry-After", "ETag"],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=services.metrics, max_body_bytes=settings.max_body_bytes,
+                       hsts=settings.tls)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = {
+        "type": "object",
+        "description": "RFC 9457 problem details.",
+        "required": ["type", "title", "status"],
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "instance": {"type": "string"},
+            "request_id": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "object"}},
+        },
+        "example": {"type": PROBLEM_BASE + "not-found", "title": "Not found", "status": 404,
+                    "detail": "No such user.", "instance": "/api/v1/users/0190...", "request_id": "5f2c..."},
+    }
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,1 @@
+"""Audit log: who changed what, from where, under which request."""

@@ -1,0 +1,149 @@
+"""Settings read from ``MERCATO_*`` environment variables (and a ``.env`` file).
+
+Every variable is listed in README.md's configuration table. ``Settings.load()`` also fills in the secret
+key: when ``MERCATO_SECRET_KEY`` is not given, a random key is generated once into
+``<data dir>/secret_key`` (file mode 0600) and reused on every later start.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    """Where the process runs; ``production`` turns on the start-up safety checks."""
+
+    development = "development"
+    production = "production"
+    test = "test"
+
+
+class UnsafeSettings(Exception):
+    """Raised by :meth:`Settings.check_production` listing every unsafe setting found."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All runtime configuration. Durations are in seconds, sizes in bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="MERCATO_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.development
+    debug: bool = False
+    database_url: str = "sqlite+aiosqlite:///./var/mercato.db"
+    redis_url: str | None = None
+    secret_key: SecretStr | None = None
+    data_dir: Path = Path("./var")
+    public_url: str = "http://127.0.0.1:8000"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = True
+    smtp_url: str | None = None
+    email_backend: str = Field(default="file", pattern="^(file|smtp)$")
+    email_from: str = "Mercato <no-reply@mercato.local>"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    currency: str = Field(default="USD", min_length=3, max_length=3)
+    reservation_ttl: int = Field(default=1800, ge=60)
+    max_body_bytes: int = 8 * 1024 * 1024
+    db_pool_size: int = Field(default=10, ge=1)
+
+    access_token_ttl: int = Field(default=900, ge=60)
+    refresh_token_ttl: int = Field(default=30 * 24 * 3600, ge=3600)
+    session_cache_ttl: int = Field(default=5, ge=0, le=5)
+
+    rate_limits: bool = True
+    rate_limit_login_account: str = "5/15 minutes"
+    rate_limit_login_ip: str = "100/15 minutes"
+    rate_limit_register: str = "60/minute"
+    rate_limit_password_reset: str = "60/minute"
+    rate_limit_default: str = "1200/minute"
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    run_jobs: bool = True
+    job_poll_interval: float = Field(default=1.0, gt=0)
+    job_max_attempts: int = Field(default=8, ge=1)
+
+    oidc_providers: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database URL points at SQLite."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def tls(self) -> bool:
+        """True when the server terminates TLS itself (cookies get ``Secure``, HSTS is sent)."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def secret(self) -> str:
+        """The secret key's value; :meth:`load` guarantees it is set."""
+        assert self.secret_key is not None, "Settings.load() fills in the secret key"
+        return self.secret_key.get_secret_value()
+
+    def check_production(self) -> None:
+        """Refuse unsafe production settings.
+
+        Raises:
+            UnsafeSettings: naming each problem (missing secret, debug on, wildcard CORS with credentials).
+        """
+        if self.env is not Environment.production:
+            return
+        problems = []
+        if self.secret_key is None:
+            problems.append("MERCATO_SECRET_KEY must be set in production")
+        if self.debug:
+            problems.append("MERCATO_DEBUG must be off in production")
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            problems.append("MERCATO_CORS_ORIGINS='*' cannot be combined with credentials in production")
+        if problems:
+            raise UnsafeSettings("; ".join(problems))
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment, apply ``overrides``, check production rules and ensure a secret key.
+
+        Raises:
+            UnsafeSettings: see :meth:`check_production`.
+        """
+        settings = cls(**overrides)
+        settings.check_production()
+        if settings.secret_key is None:
+            settings.secret_key = SecretStr(_stored_secret(settings.data_dir))
+        return settings
+
+
+def _stored_secret(data_dir: Path) -> str:
+    """Return the secret in ``data_dir/secret_key``, creating it (mode 0600) on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        key = secrets.token_urlsafe(48)
+        handle.write(key)
+    return key

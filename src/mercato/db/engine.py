@@ -1,0 +1,103 @@
+"""Engine and session factory for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite is configured for durability and one writer at a time (ADR 0004): WAL, ``synchronous=FULL``,
+``foreign_keys=ON``, ``busy_timeout=10000`` ms, and write transactions opened with ``BEGIN IMMEDIATE`` so two
+writers never deadlock on a lock upgrade. Read sessions start a plain deferred ``BEGIN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+AfterCommit = Callable[[], Awaitable[None]]
+_WRITE = "mercato_write"
+
+
+class Database:
+    """Owns the engine; hands out sessions that are one transaction each.
+
+    Args:
+        url: SQLAlchemy URL, ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://...``.
+        pool_size: connections kept open (PostgreSQL).
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["poolclass"] = AsyncAdaptedQueuePool
+            kwargs["pool_size"] = pool_size
+            kwargs["connect_args"] = {"timeout": 10}
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size
+            kwargs["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self.write_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False, autoflush=True
+        )
+
+    @asynccontextmanager
+    async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:
+        """Yield a session whose work commits when the block exits normally and rolls back otherwise.
+
+        ``write=True`` opens the transaction with ``BEGIN IMMEDIATE`` on SQLite. Callables appended to
+        ``session.info["after_commit"]`` run after a successful commit (cache invalidation, job wake-ups).
+        """
+        factory = self.write_sessionmaker if write else self.sessionmaker
+        async with factory() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+            for callback in session.info.get("after_commit", []):
+                await callback()
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raises the driver's error when the database does not answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the session's transaction has committed (never on rollback)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=10000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

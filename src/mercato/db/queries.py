@@ -1,0 +1,29 @@
+"""Query helpers shared by every repository."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Paged(Generic[T]):
+    """One page of rows plus the total number of rows matching the query."""
+
+    items: Sequence[T]
+    total: int
+    page: int
+    limit: int
+
+
+async def paged(session: AsyncSession, query: Select[Any], *, page: int, limit: int) -> Paged[Any]:
+    """Run ``query`` for page ``page`` (1-based) of ``limit`` rows, and count all matching rows."""
+    total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    items = (await session.execute(query.limit(limit).offset((page - 1) * limit))).scalars().all()
+    return Paged(items, int(total or 0), page, limit)

@@ -1,0 +1,1 @@
+"""Users, addresses and authentication: passwords, tokens, sessions, OIDC sign-in, API keys and roles."""

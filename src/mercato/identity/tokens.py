@@ -1,0 +1,72 @@
+"""Access tokens (PyJWT, HS256) and opaque tokens.
+
+Access tokens carry ``iss``, ``aud``, ``sub`` (user id), ``sid`` (auth session id), ``jti``, ``iat`` and ``exp``
+(RFC 7519), and a ``kid`` header naming the signing key (a digest of the secret, so a rotated secret is
+recognisable). Decoding accepts only HS256 with every claim present: ``alg: none``, other algorithms, a wrong
+audience or issuer, or an expired token are all rejected. Opaque tokens (refresh, emailed, API keys) are 256-bit
+random strings stored only as SHA-256 digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+
+ISSUER = "mercato"
+AUDIENCE = "mercato-api"
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """The verified content of an access token."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    expires_at: int
+
+
+def key_id(secret: str) -> str:
+    """A short public identifier of the signing secret."""
+    return hashlib.sha256(b"mercato-kid:" + secret.encode()).hexdigest()[:16]
+
+
+def issue_access_token(secret: str, *, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime, ttl: int) -> str:
+    """Sign an access token valid for ``ttl`` seconds from ``now``."""
+    payload = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": str(user_id),
+        "sid": str(session_id),
+        "jti": uuid.uuid4().hex,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+    }
+    return jwt.encode(payload, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
+
+
+def decode_access_token(secret: str, token: str) -> AccessClaims | None:
+    """Verify ``token``; returns its claims, or ``None`` when it is invalid in any way."""
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "sid", "iss", "aud", "jti"]},
+        )
+        return AccessClaims(uuid.UUID(payload["sub"]), uuid.UUID(payload["sid"]), int(payload["exp"]))
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        return None
+
+
+def new_opaque_token(prefix: str = "") -> str:
+    """A URL-safe random token with 256 bits of entropy."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    """SHA-256 hex digest under which an opaque token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Cross-cutting services with swappable backends: clock and ids, cache, jobs, email, metrics, logging."""

@@ -1,0 +1,80 @@
+"""Two-tier cache (cashews): an in-process memory tier in front of a shared Redis tier when configured.
+
+Without Redis the memory tier is the whole cache. Entries read from the shared tier are kept locally for at most
+``local_ttl`` seconds, which bounds how long another process may serve a stale entry after an invalidation
+(API.md §2: revocation takes effect across processes within 5 s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cashews import Cache
+
+from mercato.platform.metrics import Metrics
+
+
+class Caches:
+    """``get``/``set``/``delete`` over the local and (optional) shared tier. TTLs are in seconds.
+
+    Args:
+        redis_url: ``redis://...`` or ``None`` for memory only.
+        prefix: prepended to every shared key, so several stores (or test runs) can share one Redis.
+    """
+
+    def __init__(self, redis_url: str | None, *, metrics: Metrics, prefix: str = "mercato:") -> None:
+        self.metrics = metrics
+        self.prefix = prefix
+        self.local = Cache()
+        self.local.setup("mem://?size=200000")
+        self.shared: Cache | None = None
+        if redis_url:
+            self.shared = Cache()
+            self.shared.setup(redis_url, suppress=False)
+
+    async def get(self, key: str, *, local_ttl: int, name: str = "default") -> Any:
+        """Return the cached value or ``None``; a shared hit is copied into the local tier for ``local_ttl``."""
+        value = await self.local.get(key)
+        if value is not None:
+            self.metrics.cache_hits.labels(name).inc()
+            return value
+        if self.shared is not None:
+            value = await self.shared.get(self.prefix + key)
+            if value is not None:
+                if local_ttl > 0:
+                    await self.local.set(key, value, expire=local_ttl)
+                self.metrics.cache_hits.labels(name).inc()
+                return value
+        self.metrics.cache_misses.labels(name).inc()
+        return None
+
+    async def set(self, key: str, value: Any, *, ttl: int, local_ttl: int) -> None:
+        """Store ``value`` for ``ttl`` seconds in the shared tier and ``local_ttl`` seconds locally."""
+        if self.shared is not None:
+            await self.shared.set(self.prefix + key, value, expire=ttl)
+            if local_ttl > 0:
+                await self.local.set(key, value, expire=local_ttl)
+        else:
+            await self.local.set(key, value, expire=ttl)
+
+    async def delete(self, *keys: str) -> None:
+        """Remove ``keys`` from both tiers."""
+        for key in keys:
+            await self.local.delete(key)
+            if self.shared is not None:
+                await self.shared.delete(self.prefix + key)
+
+    async def ping(self) -> None:
+        """Check the shared tier answers; raises when Redis is configured but unreachable."""
+        if self.shared is not None:
+            await self.shared.ping()
+
+    async def clear_local(self) -> None:
+        """Empty the in-process tier (tests)."""
+        await self.local.clear()
+
+    async def close(self) -> None:
+        """Close connections."""
+        await self.local.close()
+        if self.shared is not None:
+            await self.shared.close()

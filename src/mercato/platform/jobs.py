@@ -1,0 +1,199 @@
+"""Durable background jobs: a ``jobs`` table used as an outbox, and an in-process runner.
+
+A job is inserted in the same transaction as the change that causes it (:func:`enqueue`), so it exists if and
+only if that change committed. The runner claims due jobs one at a time, runs the handler registered for the job's
+name, and deletes the row on success. On failure it retries with exponential backoff (2, 4, 8 ... seconds, capped
+at one hour); after ``max_attempts`` failures the job is marked ``dead`` and logged at error level, never dropped.
+A job whose runner died mid-run is claimed again once its lease expires: delivery is at least once, so handlers
+must be idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import JSON, String, Text, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mercato.db.base import Base, uuid_pk
+from mercato.db.engine import after_commit
+from mercato.platform import clock
+
+if TYPE_CHECKING:
+    from mercato.platform.context import Services
+
+log = structlog.get_logger("mercato.jobs")
+Handler = Callable[["Services", dict[str, Any]], Awaitable[None]]
+_HANDLERS: dict[str, Handler] = {}
+LEASE = timedelta(minutes=5)
+MAX_BACKOFF_S = 3600
+
+
+class Job(Base):
+    """One unit of background work. ``status``: ``queued`` | ``running`` | ``dead``; done jobs are deleted."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    name: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10), default="queued", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    run_at: Mapped[datetime] = mapped_column(default=clock.now, index=True)
+    locked_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    """Register ``fn`` as the handler of jobs called ``name`` (one handler per name)."""
+
+    def register(fn: Handler) -> Handler:
+        if name in _HANDLERS:
+            raise ValueError(f"job handler {name!r} registered twice")
+        _HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def enqueue(session: AsyncSession, name: str, payload: dict[str, Any], *, run_at: datetime | None = None) -> None:
+    """Add a job to the caller's transaction; it runs after commit (immediately, or at ``run_at`` UTC)."""
+    session.add(Job(id=clock.new_id(), name=name, payload=payload, run_at=run_at or clock.now()))
+    services = session.info.get("services")
+    if services is not None:
+        after_commit(session, services.jobs.wake)
+
+
+def backoff_seconds(attempts: int) -> int:
+    """Delay before retry number ``attempts`` (1-based): 2^attempts seconds, at most one hour."""
+    return int(min(2**attempts, MAX_BACKOFF_S))
+
+
+class JobRunner:
+    """Runs due jobs in this process. ``start()`` launches the polling loop; ``run_due()`` drains once (tests,
+    ``mercato worker``)."""
+
+    def __init__(self, services: Services, *, poll_interval: float, max_attempts: int) -> None:
+        self.services = services
+        self.poll_interval = poll_interval
+        self.max_attempts = max_attempts
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def wake(self) -> None:
+        """Ask the loop to look for work now (called after a commit that enqueued a job)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the background loop on the running event loop."""
+        self._task = asyncio.create_task(self._loop(), name="mercato-job-runner")
+
+    async def stop(self) -> None:
+        """Stop the loop; a job being run is left to lease expiry and retried later."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job_runner_error")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def run_due(self, *, limit: int = 1000) -> int:
+        """Run up to ``limit`` due jobs one after another; returns how many were attempted."""
+        done = 0
+        while done < limit:
+            job = await self._claim()
+            if job is None:
+                break
+            await self._run(job)
+            done += 1
+        await self._update_gauges()
+        return done
+
+    async def _claim(self) -> Job | None:
+        db = self.services.db
+        now = clock.now()
+        async with db.session(write=True) as session:
+            query = (
+                select(Job.id)
+                .where(
+                    ((Job.status == "queued") & (Job.run_at <= now))
+                    | ((Job.status == "running") & (Job.locked_until < now))
+                )
+                .order_by(Job.run_at)
+                .limit(1)
+            )
+            if not db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            job_id = (await session.execute(query)).scalar_one_or_none()
+            if job_id is None:
+                return None
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1)
+            )
+            job = await session.get(Job, job_id, populate_existing=True)
+            assert job is not None
+            return job
+
+    async def _run(self, job: Job) -> None:
+        fn = _HANDLERS.get(job.name)
+        error: str | None = None
+        if fn is None:
+            error = f"no handler registered for job {job.name!r}"
+        else:
+            try:
+                await fn(self.services, job.payload)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("job_failed", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
+        async with self.services.db.session(write=True) as session:
+            if error is None:
+                await session.execute(Job.__table__.delete().where(Job.id == job.id))
+            elif job.attempts >= self.max_attempts:
+                await session.execute(
+                    update(Job).where(Job.id == job.id).values(status="dead", last_error=error, locked_until=None)
+                )
+                log.error("job_dead", job_id=str(job.id), job=job.name, attempts=job.attempts, error=error)
+            else:
+                retry_at = clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job.id)
+                    .values(status="queued", run_at=retry_at, last_error=error, locked_until=None)
+                )
+
+    async def _update_gauges(self) -> None:
+        async with self.services.db.session(write=False) as session:
+            rows = (await session.execute(select(Job.status, func.count()).group_by(Job.status))).all()
+        counts = {status: count for status, count in rows}
+        self.services.metrics.jobs_pending.set(counts.get("queued", 0) + counts.get("running", 0))
+        self.services.metrics.jobs_dead.set(counts.get("dead", 0))
+
+    async def pending(self) -> int:
+        """Jobs queued or running now (``/api/v1/status``)."""
+        async with self.services.db.session(write=False) as session:
+            count = await session.scalar(select(func.count()).select_from(Job).where(Job.status != "dead"))
+        return int(count or 0)

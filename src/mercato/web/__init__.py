@@ -1,0 +1,1 @@
+"""Cross-cutting HTTP: problem+json errors, middleware, auth dependencies, pagination, rate limits."""

@@ -1,0 +1,119 @@
+"""RFC 9457 problem details for every error the API returns.
+
+One renderer (:func:`problem_response`) and the exception handlers that map domain errors, request validation,
+malformed JSON, routing errors (404/405) and unexpected exceptions (500, logged, never a trace in the body).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mercato.errors import DomainError, RateLimited
+
+PROBLEM_BASE = "https://mercato.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation-error", "Validation failed"),
+    429: ("rate-limited", "Too many requests"),
+    503: ("service-unavailable", "Service unavailable"),
+}
+
+
+def problem_body(
+    request_id: str | None, path: str, status: int, code: str, title: str, detail: str, **extra: Any
+) -> dict[str, Any]:
+    """Build the problem object: ``type``, ``title``, ``status``, ``detail``, ``instance``, ``request_id`` and extras."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": path,
+        "request_id": request_id,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Render a problem as ``application/problem+json`` with the given status."""
+    body = problem_body(
+        getattr(request.state, "request_id", None), request.url.path, status, code, title, detail, **extra
+    )
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return problem_response(request, exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    malformed = False
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            malformed = True
+        errors.append({"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")})
+    detail = "The request body is not valid JSON." if malformed else _summary(errors)
+    return problem_response(request, 422, "validation-error", "Validation failed", detail, errors=errors)
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_SLUGS.get(exc.status_code, ("error", "Error"))
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else title
+    return problem_response(request, exc.status_code, code, title, detail, dict(exc.headers or {}))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers on ``app`` so that every error leaves as problem+json (unexpected exceptions are
+    turned into a 500 ``internal-error`` by :class:`~mercato.web.middleware.RequestContextMiddleware`)."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def problems(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given domain errors (grouped by status)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for err in errors:
+        entry = out.setdefault(err.status, {"description": "", "content": {PROBLEM_JSON: {"schema": _SCHEMA}}})
+        title = f"{err.title} (`{err.code}`)"
+        entry["description"] = f"{entry['description']}; {title}" if entry["description"] else title
+    return out
+
+
+_SCHEMA: dict[str, Any] = {"$ref": "#/components/schemas/Problem"}

@@ -1,0 +1,108 @@
+"""Rate limits (``limits`` library, moving window; memory storage, or Redis when ``MERCATO_REDIS_URL`` is set).
+
+Defaults and headers follow API.md §1: every response under ``/api/v1`` carries ``RateLimit-Policy`` and
+``RateLimit`` (draft-ietf-httpapi-ratelimit-headers, structured fields) and ``X-RateLimit-Limit``,
+``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` (seconds until the window frees a request); a refused request is a
+429 problem with ``Retry-After``. ``MERCATO_RATE_LIMITS=false`` turns every limit off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from mercato.config import Settings
+from mercato.errors import RateLimited
+
+
+@dataclass(frozen=True)
+class Quota:
+    """What is left of one limit for one client: ``limit`` requests per ``window`` seconds, ``remaining``
+    now, ``reset`` seconds until one more is allowed."""
+
+    name: str
+    limit: int
+    window: int
+    remaining: int
+    reset: int
+
+    def headers(self) -> dict[str, str]:
+        """The response headers describing this quota."""
+        return {
+            "RateLimit-Policy": f'"{self.name}";q={self.limit};w={self.window}',
+            "RateLimit": f'"{self.name}";r={self.remaining};t={self.reset}',
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset),
+        }
+
+
+class RateLimiter:
+    """Named limits from settings, checked per client key (an account email, an IP, a user id)."""
+
+    def __init__(self, settings: Settings, *, prefix: str = "mercato:") -> None:
+        self.enabled = settings.rate_limits
+        self.storage: Storage = (
+            RedisStorage(_async_redis_uri(settings.redis_url), implementation="redispy", key_prefix=prefix + "rl")
+            if settings.redis_url
+            else MemoryStorage()
+        )
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        self.items: dict[str, RateLimitItem] = {
+            "login-account": parse(settings.rate_limit_login_account),
+            "login-ip": parse(settings.rate_limit_login_ip),
+            "register": parse(settings.rate_limit_register),
+            "password-reset": parse(settings.rate_limit_password_reset),
+            "default": parse(settings.rate_limit_default),
+        }
+
+    async def hit(self, name: str, key: str) -> Quota | None:
+        """Count one request of ``key`` against limit ``name``.
+
+        Returns the quota left (``None`` when limits are off). Raises:
+            RateLimited: the limit was already exhausted; nothing is counted.
+        """
+        if not self.enabled:
+            return None
+        item = self.items[name]
+        if not await self.strategy.hit(item, name, key):
+            raise await self._refusal(name, key)
+        return await self._quota(name, key)
+
+    async def check(self, name: str, key: str) -> None:
+        """Raise :class:`RateLimited` if ``key`` has no request left under ``name``, without counting one."""
+        if self.enabled and not await self.strategy.test(self.items[name], name, key):
+            raise await self._refusal(name, key)
+
+    async def count(self, name: str, key: str) -> None:
+        """Count one event (a failed login) without refusing."""
+        if self.enabled:
+            await self.strategy.hit(self.items[name], name, key)
+
+    async def _quota(self, name: str, key: str) -> Quota:
+        item = self.items[name]
+        stats = await self.strategy.get_window_stats(item, name, key)
+        reset = max(0, math.ceil(stats.reset_time - time.time()))
+        return Quota(name, item.amount, item.get_expiry(), stats.remaining, reset)
+
+    async def _refusal(self, name: str, key: str) -> RateLimited:
+        quota = await self._quota(name, key)
+        retry = max(1, quota.reset)
+        return RateLimited(f"Too many requests; retry in {retry} s.", retry_after=retry)
+
+    async def reset(self) -> None:
+        """Forget every counter (tests)."""
+        await self.storage.reset()
+
+    async def close(self) -> None:
+        """Nothing to release for memory storage; Redis connections close with the process."""
+
+
+def _async_redis_uri(url: str | None) -> str:
+    assert url is not None
+    return url if url.startswith("async+") else "async+" + url

@@ -1,0 +1,116 @@
+"""The HTTP platform: problem+json for every error, request ids, security headers, size limits, health."""
+
+from __future__ import annotations
+
+import httpx
+
+from mercato.platform.context import Services
+
+
+async def test_health_is_static_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "strict-transport-security" not in response.headers
+    assert len(response.headers["x-request-id"]) == 32
+
+
+async def test_request_id_is_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    bad = await client.get("/health", headers={"X-Request-ID": "no spaces allowed\t"})
+    assert bad.headers["x-request-id"] != "no spaces allowed\t"
+
+
+async def test_ready_and_status(client: httpx.AsyncClient, services: Services) -> None:
+    ready = await client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["database"] == "ok"
+    status = await client.get("/api/v1/status")
+    assert status.status_code == 200
+    body = status.json()
+    assert body["database"] == "ok"
+    assert body["cache"] == ("ok" if services.settings.redis_url else "memory")
+    assert body["queue"] == "ok"
+    assert body["uptime_s"] >= 0
+    assert set(body) >= {"version", "uptime_s", "database", "cache", "queue", "pending_requests"}
+
+
+async def test_unknown_route_is_problem_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/nope", headers={"X-Request-ID": "rid-1"})
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "https://mercato.dev/problems/not-found"
+    assert body["status"] == 404
+    assert body["instance"] == "/api/v1/nope"
+    assert body["request_id"] == "rid-1"
+
+
+async def test_wrong_method_is_problem_405(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/api/v1/auth/me")
+    assert response.status_code == 405
+    assert response.json()["type"].endswith("/method-not-allowed")
+
+
+async def test_malformed_json_is_422_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/auth/login", content=b'{"email": "a@b.c", "password": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["type"].endswith("/validation-error")
+    assert body["errors"][0]["type"] == "json_invalid"
+
+
+async def test_oversized_body_is_413_before_reading(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/auth/register", content=b"x" * (8 * 1024 * 1024 + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["type"].endswith("/payload-too-large")
+
+
+async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(9):
+            yield b"x" * (1024 * 1024)
+
+    response = await client.post("/api/v1/auth/register", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+async def test_unhandled_error_is_500_without_trace(client: httpx.AsyncClient, app) -> None:
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    response = await client.get("/boom")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["type"].endswith("/internal-error")
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    await client.get("/health")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert 'mercato_http_requests_total{method="GET",route="/health",status="200"}' in text
+    assert "mercato_http_request_duration_seconds_bucket" in text
+    assert "mercato_http_requests_in_flight" in text
+
+
+async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert operation.get("summary"), f"{method} {path} has no summary"
+            assert operation.get("description"), f"{method} {path} has no description"
+    assert "Problem" in schema["components"]["schemas"]
