@@ -100,7 +100,11 @@ class RateLimiter:
         await self.storage.reset()
 
     async def close(self) -> None:
-        """Nothing to release for memory storage; Redis connections close with the process."""
+        """Close the Redis connection pool (``limits`` offers no public close; its redis-py client is reached
+        through the storage's bridge). Memory storage holds nothing to release."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None:
+            await client.aclose()
 
 
 def _async_redis_uri(url: str | None) -> str:
