@@ -57,7 +57,7 @@ class Backend:
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "env": "test", "database_url": self.url, "redis_url": self.redis_url, "data_dir": self.data_dir,
-            "run_jobs": False, "secret_key": "test-secret-" + self.prefix,
+            "run_jobs": False, "secret_key": "test-secret-key-for-mercato-" + self.prefix,
         }
         values.update(overrides)
         return Settings.load(**values)

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("MERCATO_SECRET_KEY must be at least 32 characters (RFC 7518 §3.2: 256-bit keys)")
+        return value
+
     @field_validator("currency")
     @classmethod
     def _upper(cls, value: str) -> str:

@@ -87,18 +87,18 @@ SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 
 
-async def optional_principal(
+async def _resolve_principal(
     request: Request,
     services: ServicesDep,
     ip: ClientIp,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal | None:
-    """The caller, or ``None`` when no credentials were sent.
+    """Who sent the request, without the CSRF rule (resolved once per request and shared).
 
-    Raises:
-        Unauthorized: credentials were sent but are invalid, expired or revoked.
-        Forbidden: cookie authentication on an unsafe method without a matching ``X-CSRF-Token``.
+    A stale or invalid ``mercato_access`` cookie counts as no credentials, so an old cookie never blocks public
+    endpoints such as login. Raises:
+        Unauthorized: an explicit bearer token or API key is invalid, expired or revoked.
     """
     principal: Principal | None = None
     if bearer is not None:
@@ -111,14 +111,25 @@ async def optional_principal(
             raise Unauthorized("The API key is invalid or revoked.")
     elif cookie := request.cookies.get(ACCESS_COOKIE):
         principal = await auth_service.principal_from_access_token(services, cookie, via_cookie=True)
-        if principal is None:
-            raise Unauthorized("The session cookie is invalid, expired or revoked.")
-        if request.method not in SAFE_METHODS:
-            _check_csrf(request)
     request_context.current.set(request_context.RequestContext(
         request_id=getattr(request.state, "request_id", None), ip=ip,
         actor_id=principal.user_id if principal else None,
     ))
+    return principal
+
+
+ResolvedPrincipal = Annotated[Principal | None, Depends(_resolve_principal)]
+
+
+async def optional_principal(request: Request, principal: ResolvedPrincipal) -> Principal | None:
+    """The caller, or ``None`` when anonymous. Endpoints that act for the caller use this (or the stricter
+    aliases below), so the CSRF rule applies to them.
+
+    Raises:
+        Forbidden: cookie authentication on an unsafe method without a matching ``X-CSRF-Token``.
+    """
+    if principal is not None and principal.via_cookie and request.method not in SAFE_METHODS:
+        _check_csrf(request)
     return principal
 
 
@@ -169,8 +180,8 @@ def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-async def general_rate_limit(request: Request, response: Response, services: ServicesDep, ip: ClientIp,
-                             principal: OptionalPrincipal) -> None:
+async def general_rate_limit(response: Response, services: ServicesDep, ip: ClientIp,
+                             principal: ResolvedPrincipal) -> None:
     """The per-client limit on every ``/api/v1`` request (per user, or per IP when anonymous); sets the
     rate-limit headers on the response."""
     key = f"user:{principal.user_id}" if principal and principal.user_id else f"ip:{ip}"

@@ -96,8 +96,13 @@ class RateLimiter:
         return RateLimited(f"Too many requests; retry in {retry} s.", retry_after=retry)
 
     async def reset(self) -> None:
-        """Forget every counter (tests)."""
-        await self.storage.reset()
+        """Forget every counter (tests). Memory storage is replaced rather than cleared: clearing it races the
+        storage's own expiry task."""
+        if isinstance(self.storage, MemoryStorage):
+            self.storage = MemoryStorage()
+            self.strategy = MovingWindowRateLimiter(self.storage)
+        else:
+            await self.storage.reset()
 
     async def close(self) -> None:
         """Close the Redis connection pool (``limits`` offers no public close; its redis-py client is reached

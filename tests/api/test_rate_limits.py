@@ -1,0 +1,139 @@
+"""Rate limits of API.md §1, against the in-memory store (SQLite run) and Redis (PostgreSQL + Redis run)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mercato.identity.models import AuthSession, User
+from mercato.platform.context import Services
+from mercato.web.ratelimit import RateLimiter
+from tests.conftest import STRONG_PASSWORD, register
+
+SMALL = {
+    "rate_limit_login_account": "3/15 minutes",
+    "rate_limit_login_ip": "5/15 minutes",
+    "rate_limit_register": "4/minute",
+    "rate_limit_password_reset": "2/minute",
+    "rate_limit_default": "6/minute",
+}
+
+
+@pytest.fixture
+async def small_limits(services: Services) -> AsyncIterator[RateLimiter]:
+    original = services.limiter
+    settings = services.settings.model_copy(update=SMALL)
+    limiter = RateLimiter(settings, prefix=services.cache.prefix + "small:")
+    await limiter.reset()
+    services.limiter = limiter
+    try:
+        yield limiter
+    finally:
+        await limiter.reset()
+        await limiter.close()
+        services.limiter = original
+
+
+async def test_storage_matches_backend(small_limits: RateLimiter, services: Services) -> None:
+    kind = type(small_limits.storage).__name__
+    assert kind == ("RedisStorage" if services.settings.redis_url else "MemoryStorage")
+
+
+async def test_failed_logins_per_account_are_throttled(client: httpx.AsyncClient, small_limits: RateLimiter,
+                                                       services: Services) -> None:
+    await register(client, "target@example.com")
+    for _ in range(3):
+        bad = await client.post("/api/v1/auth/login", json={"email": "target@example.com", "password": "wrong-pass-1"})
+        assert bad.status_code == 401
+    sessions_before = await _sessions(services)
+    blocked = await client.post("/api/v1/auth/login", json={"email": "TARGET@example.com", "password": STRONG_PASSWORD})
+    assert blocked.status_code == 429
+    assert blocked.headers["content-type"] == "application/problem+json"
+    assert blocked.json()["type"].endswith("/rate-limited")
+    assert 0 < int(blocked.headers["retry-after"]) <= 15 * 60
+    assert await _sessions(services) == sessions_before
+    # an email with no account is throttled the same way (no enumeration)
+    for _ in range(3):
+        await client.post("/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"})
+    ghost = await client.post("/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"})
+    assert ghost.status_code == 429
+
+
+async def test_failed_logins_per_ip_are_throttled(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
+    for i in range(5):
+        response = await client.post("/api/v1/auth/login", json={"email": f"u{i}@example.com", "password": "wrong-pass-1"})
+        assert response.status_code == 401
+    blocked = await client.post("/api/v1/auth/login", json={"email": "fresh@example.com", "password": "wrong-pass-1"})
+    assert blocked.status_code == 429
+
+
+async def test_successful_logins_do_not_count(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
+    await register(client, "fine@example.com")
+    for _ in range(4):
+        ok = await client.post("/api/v1/auth/login", json={"email": "fine@example.com", "password": STRONG_PASSWORD})
+        assert ok.status_code == 200
+
+
+async def test_registrations_per_ip(client: httpx.AsyncClient, small_limits: RateLimiter, services: Services) -> None:
+    for i in range(4):
+        await register(client, f"new{i}@example.com")
+    blocked = await client.post("/api/v1/auth/register", json={"email": "new9@example.com", "password": STRONG_PASSWORD})
+    assert blocked.status_code == 429
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(User)) == 4
+
+
+async def test_password_reset_requests_per_ip(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
+    for _ in range(2):
+        assert (await client.post("/api/v1/auth/forgot-password", json={"email": "a@example.com"})).status_code == 202
+    assert (await client.post("/api/v1/auth/forgot-password", json={"email": "a@example.com"})).status_code == 429
+
+
+async def test_general_limit_and_headers(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
+    first = await client.get("/api/v1/status")
+    assert first.headers["ratelimit-policy"] == '"default";q=6;w=60'
+    assert first.headers["ratelimit"].startswith('"default";r=5;t=')
+    assert first.headers["x-ratelimit-limit"] == "6"
+    assert first.headers["x-ratelimit-remaining"] == "5"
+    assert 0 <= int(first.headers["x-ratelimit-reset"]) <= 60
+    for _ in range(5):
+        assert (await client.get("/api/v1/status")).status_code == 200
+    blocked = await client.get("/api/v1/status")
+    assert blocked.status_code == 429
+    assert int(blocked.headers["retry-after"]) >= 1
+    assert (await client.get("/health")).status_code == 200  # outside /api/v1: never limited
+
+
+async def test_trusted_proxy_forwarded_for(client: httpx.AsyncClient, small_limits: RateLimiter,
+                                           services: Services) -> None:
+    # the ASGI test client connects from 127.0.0.1; untrusted, X-Forwarded-For is ignored
+    for _ in range(6):
+        await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert (await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.10"})).status_code == 429
+    services.settings.trusted_proxies = ["127.0.0.1"]
+    try:
+        other = await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.10"})
+        assert other.status_code == 200
+        assert other.headers["x-ratelimit-remaining"] == "5"
+    finally:
+        services.settings.trusted_proxies = []
+
+
+async def test_limits_can_be_switched_off(client: httpx.AsyncClient, services: Services) -> None:
+    limiter = RateLimiter(services.settings.model_copy(update={**SMALL, "rate_limits": False}))
+    original, services.limiter = services.limiter, limiter
+    try:
+        for _ in range(10):
+            response = await client.get("/api/v1/status")
+            assert response.status_code == 200
+            assert "ratelimit" not in response.headers
+    finally:
+        services.limiter = original
+
+
+async def _sessions(services: Services) -> int:
+    async with services.db.session(write=False) as session:
+        return int(await session.scalar(select(func.count()).select_from(AuthSession)) or 0)
