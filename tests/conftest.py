@@ -56,8 +56,12 @@ class Backend:
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "env": "test", "database_url": self.url, "redis_url": self.redis_url, "data_dir": self.data_dir,
-            "run_jobs": False, "secret_key": "test-secret-key-for-mercato-" + self.prefix,
+            "env": "test",
+            "database_url": self.url,
+            "redis_url": self.redis_url,
+            "data_dir": self.data_dir,
+            "run_jobs": False,
+            "secret_key": "test-secret-key-for-mercato-" + self.prefix,
         }
         values.update(overrides)
         return Settings.load(**values)
@@ -125,10 +129,9 @@ async def _empty(services: Services) -> None:
 
 
 @pytest.fixture
-async def app(services: Services) -> AsyncIterator[Any]:
+async def app(services: Services) -> Any:
     await _empty(services)
-    application = create_app(services.settings, services=services)
-    yield application
+    return create_app(services.settings, services=services)
 
 
 @pytest.fixture
@@ -161,7 +164,9 @@ def token_from(message: EmailMessage) -> str:
     raise AssertionError(f"no token in {body!r}")
 
 
-async def register(client: httpx.AsyncClient, email_address: str | None = None, **extra: Any) -> dict[str, Any]:
+async def register(
+    client: httpx.AsyncClient, email_address: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """Register a customer and return the token response body."""
     body = {"email": email_address or f"user-{uuid.uuid4().hex[:8]}@example.com", "password": STRONG_PASSWORD}
     body.update(extra)
@@ -189,7 +194,9 @@ async def make_admin(services: Services, client: httpx.AsyncClient) -> dict[str,
     return await login(client, tokens["user"]["email"])
 
 
-async def login(client: httpx.AsyncClient, email_address: str, password: str = STRONG_PASSWORD) -> dict[str, Any]:
+async def login(
+    client: httpx.AsyncClient, email_address: str, password: str = STRONG_PASSWORD
+) -> dict[str, Any]:
     response = await client.post("/api/v1/auth/login", json={"email": email_address, "password": password})
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()

@@ -23,8 +23,15 @@ async def count(services: Services, model: type) -> int:
 async def test_register_creates_customer_signs_in_and_sends_verification(
     client: httpx.AsyncClient, services: Services
 ) -> None:
-    response = await client.post("/api/v1/auth/register", json={
-        "email": "Ada@Example.com", "password": STRONG_PASSWORD, "first_name": "Ada", "last_name": "Lovelace"})
+    response = await client.post(
+        "/api/v1/auth/register",
+        json={
+            "email": "Ada@Example.com",
+            "password": STRONG_PASSWORD,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+        },
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["user"]["email"] == "ada@example.com"
@@ -53,15 +60,18 @@ async def test_register_creates_customer_signs_in_and_sends_verification(
     assert again.status_code == 401
 
 
-@pytest.mark.parametrize("payload", [
-    {"email": "x@example.com", "password": STRONG_PASSWORD, "role": "admin"},
-    {"email": "not-an-email", "password": STRONG_PASSWORD},
-    {"email": "x@example.com", "password": "short1"},
-    {"email": "x@example.com", "password": "password123"},
-    {"email": "x@example.com", "password": "a" * 129},
-    {"email": "averylongname@example.com", "password": "averylongname@example.com"},
-    {"email": "x@example.com"},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"email": "x@example.com", "password": STRONG_PASSWORD, "role": "admin"},
+        {"email": "not-an-email", "password": STRONG_PASSWORD},
+        {"email": "x@example.com", "password": "short1"},
+        {"email": "x@example.com", "password": "password123"},
+        {"email": "x@example.com", "password": "a" * 129},
+        {"email": "averylongname@example.com", "password": "averylongname@example.com"},
+        {"email": "x@example.com"},
+    ],
+)
 async def test_register_refuses_bad_input_and_writes_nothing(
     client: httpx.AsyncClient, services: Services, payload: dict
 ) -> None:
@@ -76,36 +86,51 @@ async def test_register_refuses_bad_input_and_writes_nothing(
 
 
 async def test_register_names_the_offending_field(client: httpx.AsyncClient) -> None:
-    response = await client.post("/api/v1/auth/register", json={"email": "x@example.com", "password": "password"})
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": "x@example.com", "password": "password"}
+    )
     assert response.json()["errors"][0]["loc"] == ["body", "password"]
-    unknown = await client.post("/api/v1/auth/register",
-                                json={"email": "x@example.com", "password": STRONG_PASSWORD, "role": "admin"})
+    unknown = await client.post(
+        "/api/v1/auth/register", json={"email": "x@example.com", "password": STRONG_PASSWORD, "role": "admin"}
+    )
     assert unknown.json()["errors"][0]["loc"] == ["body", "role"]
 
 
 async def test_duplicate_email_any_case_is_409(client: httpx.AsyncClient, services: Services) -> None:
     await register(client, "dup@example.com")
-    response = await client.post("/api/v1/auth/register", json={"email": "DUP@example.COM", "password": STRONG_PASSWORD})
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": "DUP@example.COM", "password": STRONG_PASSWORD}
+    )
     assert response.status_code == 409
     assert response.json()["type"].endswith("/conflict")
     assert await count(services, User) == 1
 
 
-async def test_login_wrong_email_and_wrong_password_look_the_same(client: httpx.AsyncClient, services: Services) -> None:
+async def test_login_wrong_email_and_wrong_password_look_the_same(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     await register(client, "bob@example.com")
     sessions_before = await count(services, AuthSession)
-    wrong_password = await client.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": "nope-nope-1"})
-    wrong_email = await client.post("/api/v1/auth/login", json={"email": "nobody@example.com", "password": "nope-nope-1"})
+    wrong_password = await client.post(
+        "/api/v1/auth/login", json={"email": "bob@example.com", "password": "nope-nope-1"}
+    )
+    wrong_email = await client.post(
+        "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "nope-nope-1"}
+    )
     assert wrong_password.status_code == wrong_email.status_code == 401
     assert wrong_password.json()["detail"] == wrong_email.json()["detail"]
     assert wrong_password.json()["title"] == wrong_email.json()["title"]
     assert await count(services, AuthSession) == sessions_before
-    ok = await client.post("/api/v1/auth/login", json={"email": "BOB@example.com", "password": STRONG_PASSWORD})
+    ok = await client.post(
+        "/api/v1/auth/login", json={"email": "BOB@example.com", "password": STRONG_PASSWORD}
+    )
     assert ok.status_code == 200
     assert ok.json()["user"]["email"] == "bob@example.com"
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncClient, services: Services) -> None:
+async def test_refresh_rotates_and_reuse_revokes_the_family(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     tokens = await register(client)
     first = await client.post("/api/v1/auth/refresh-token", json={"refresh_token": tokens["refresh_token"]})
     assert first.status_code == 200
@@ -129,16 +154,22 @@ async def test_refresh_from_cookie_and_unknown_token(client: httpx.AsyncClient) 
     await register(client)
     response = await client.post("/api/v1/auth/refresh-token")  # cookie jar carries mercato_refresh
     assert response.status_code == 200
-    assert (await client.post("/api/v1/auth/refresh-token", json={"refresh_token": "made-up"})).status_code == 401
+    assert (
+        await client.post("/api/v1/auth/refresh-token", json={"refresh_token": "made-up"})
+    ).status_code == 401
 
 
-async def test_logout_revokes_at_once_and_clears_cookies(client: httpx.AsyncClient, services: Services) -> None:
+async def test_logout_revokes_at_once_and_clears_cookies(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     tokens = await register(client)
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200  # cache warmed
     response = await client.post("/api/v1/auth/logout", headers=bearer(tokens))
     assert response.status_code == 204
-    assert any(c.startswith('mercato_access=""') or c.startswith("mercato_access=;")
-               for c in response.headers.get_list("set-cookie"))
+    assert any(
+        c.startswith('mercato_access=""') or c.startswith("mercato_access=;")
+        for c in response.headers.get_list("set-cookie")
+    )
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 401
     refresh = await client.post("/api/v1/auth/refresh-token", json={"refresh_token": tokens["refresh_token"]})
     assert refresh.status_code == 401
@@ -153,7 +184,9 @@ async def test_sessions_list_and_revoke(client: httpx.AsyncClient) -> None:
     assert data["pagination"]["total"] == 2
     assert [s["current"] for s in data["data"]].count(True) == 1
     other_id = next(s["id"] for s in data["data"] if not s["current"])
-    assert (await client.delete(f"/api/v1/auth/sessions/{other_id}", headers=bearer(tokens))).status_code == 204
+    assert (
+        await client.delete(f"/api/v1/auth/sessions/{other_id}", headers=bearer(tokens))
+    ).status_code == 204
     assert (await client.get("/api/v1/auth/me", headers=bearer(other))).status_code == 401
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200
     stranger = await register(client)
@@ -167,20 +200,34 @@ async def test_forgot_and_reset_password(client: httpx.AsyncClient, services: Se
     known = await client.post("/api/v1/auth/forgot-password", json={"email": "reset@example.com"})
     assert unknown.status_code == known.status_code == 202
     assert unknown.json() == known.json()
-    mails = [m for m in await sent_mail(services, "reset@example.com") if m["Subject"] == "Reset your password"]
+    mails = [
+        m for m in await sent_mail(services, "reset@example.com") if m["Subject"] == "Reset your password"
+    ]
     assert len(mails) == 1
     token = token_from(mails[0])
     weak = await client.post("/api/v1/auth/reset-password", json={"token": token, "password": "qwerty"})
     assert weak.status_code == 422
-    reset = await client.post("/api/v1/auth/reset-password", json={"token": token, "password": "new-password-99x"})
+    reset = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token, "password": "new-password-99x"}
+    )
     assert reset.status_code == 200
-    assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 401  # sessions revoked
-    replay = await client.post("/api/v1/auth/reset-password", json={"token": token, "password": "another-pass-77y"})
+    assert (
+        await client.get("/api/v1/auth/me", headers=bearer(tokens))
+    ).status_code == 401  # sessions revoked
+    replay = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token, "password": "another-pass-77y"}
+    )
     assert replay.status_code == 401
     await login(client, "reset@example.com", "new-password-99x")
-    old = await client.post("/api/v1/auth/login", json={"email": "reset@example.com", "password": STRONG_PASSWORD})
+    old = await client.post(
+        "/api/v1/auth/login", json={"email": "reset@example.com", "password": STRONG_PASSWORD}
+    )
     assert old.status_code == 401
-    changed = [m for m in await sent_mail(services, "reset@example.com") if m["Subject"] == "Your password was changed"]
+    changed = [
+        m
+        for m in await sent_mail(services, "reset@example.com")
+        if m["Subject"] == "Your password was changed"
+    ]
     assert len(changed) == 1
 
 
@@ -191,12 +238,15 @@ async def test_reset_token_expires_after_an_hour(client: httpx.AsyncClient, serv
 
     await register(client, "late@example.com")
     await client.post("/api/v1/auth/forgot-password", json={"email": "late@example.com"})
-    mail = [m for m in await sent_mail(services, "late@example.com") if m["Subject"] == "Reset your password"][0]
+    mail = next(
+        m for m in await sent_mail(services, "late@example.com") if m["Subject"] == "Reset your password"
+    )
     later = datetime.now(UTC) + timedelta(hours=1, seconds=5)
     clock.set_clock(lambda: later)
     try:
-        response = await client.post("/api/v1/auth/reset-password",
-                                     json={"token": token_from(mail), "password": "new-password-99x"})
+        response = await client.post(
+            "/api/v1/auth/reset-password", json={"token": token_from(mail), "password": "new-password-99x"}
+        )
     finally:
         clock.set_clock(None)
     assert response.status_code == 401
@@ -205,12 +255,18 @@ async def test_reset_token_expires_after_an_hour(client: httpx.AsyncClient, serv
 async def test_change_password_keeps_this_session_and_revokes_others(client: httpx.AsyncClient) -> None:
     tokens = await register(client, "change@example.com")
     other = await login(client, "change@example.com")
-    wrong = await client.post("/api/v1/auth/change-password", headers=bearer(tokens),
-                              json={"current_password": "wrong-password-1", "new_password": "brand-new-pass-55"})
+    wrong = await client.post(
+        "/api/v1/auth/change-password",
+        headers=bearer(tokens),
+        json={"current_password": "wrong-password-1", "new_password": "brand-new-pass-55"},
+    )
     assert wrong.status_code == 401
     assert (await client.get("/api/v1/auth/me", headers=bearer(other))).status_code == 200
-    ok = await client.post("/api/v1/auth/change-password", headers=bearer(tokens),
-                           json={"current_password": STRONG_PASSWORD, "new_password": "brand-new-pass-55"})
+    ok = await client.post(
+        "/api/v1/auth/change-password",
+        headers=bearer(tokens),
+        json={"current_password": STRONG_PASSWORD, "new_password": "brand-new-pass-55"},
+    )
     assert ok.status_code == 200
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200
     assert (await client.get("/api/v1/auth/me", headers=bearer(other))).status_code == 401
@@ -220,11 +276,17 @@ async def test_change_password_keeps_this_session_and_revokes_others(client: htt
 async def test_change_email_takes_effect_when_verified(client: httpx.AsyncClient, services: Services) -> None:
     tokens = await register(client, "old@example.com")
     await register(client, "taken@example.com")
-    taken = await client.post("/api/v1/auth/change-email", headers=bearer(tokens),
-                              json={"password": STRONG_PASSWORD, "new_email": "taken@example.com"})
+    taken = await client.post(
+        "/api/v1/auth/change-email",
+        headers=bearer(tokens),
+        json={"password": STRONG_PASSWORD, "new_email": "taken@example.com"},
+    )
     assert taken.status_code == 409
-    response = await client.post("/api/v1/auth/change-email", headers=bearer(tokens),
-                                 json={"password": STRONG_PASSWORD, "new_email": "new@example.com"})
+    response = await client.post(
+        "/api/v1/auth/change-email",
+        headers=bearer(tokens),
+        json={"password": STRONG_PASSWORD, "new_email": "new@example.com"},
+    )
     assert response.status_code == 202
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).json()["email"] == "old@example.com"
     mail = (await sent_mail(services, "new@example.com"))[0]
@@ -237,8 +299,15 @@ async def test_change_email_takes_effect_when_verified(client: httpx.AsyncClient
 
 def _forge(services: Services, **changes) -> str:
     now = int(time.time())
-    claims = {"iss": "mercato", "aud": "mercato-api", "sub": str(uuid.uuid4()), "sid": str(uuid.uuid4()),
-              "jti": "x", "iat": now, "exp": now + 600}
+    claims = {
+        "iss": "mercato",
+        "aud": "mercato-api",
+        "sub": str(uuid.uuid4()),
+        "sid": str(uuid.uuid4()),
+        "jti": "x",
+        "iat": now,
+        "exp": now + 600,
+    }
     claims.update(changes.pop("claims", {}))
     key = changes.pop("key", services.settings.secret)
     return jwt.encode(claims, key, algorithm=changes.pop("alg", "HS256"))
@@ -266,22 +335,29 @@ async def test_bad_access_tokens_are_401(client: httpx.AsyncClient, services: Se
     assert (await client.get("/api/v1/auth/me")).status_code == 401
 
 
-async def test_cookie_auth_needs_csrf_header_on_unsafe_methods(client: httpx.AsyncClient, services: Services) -> None:
+async def test_cookie_auth_needs_csrf_header_on_unsafe_methods(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     tokens = await register(client, "cookie@example.com")
     assert (await client.get("/api/v1/auth/me")).status_code == 200  # safe method: cookie alone is enough
     user_id = tokens["user"]["id"]
     blocked = await client.patch(f"/api/v1/users/{user_id}", json={"first_name": "Eve"})
     assert blocked.status_code == 403
     assert blocked.json()["type"].endswith("/forbidden")
-    wrong = await client.patch(f"/api/v1/users/{user_id}", json={"first_name": "Eve"},
-                               headers={"X-CSRF-Token": "guess"})
+    wrong = await client.patch(
+        f"/api/v1/users/{user_id}", json={"first_name": "Eve"}, headers={"X-CSRF-Token": "guess"}
+    )
     assert wrong.status_code == 403
     async with services.db.session(write=False) as session:
         assert (await session.get(User, uuid.UUID(user_id))).first_name is None
     csrf = client.cookies["mercato_csrf"]
-    allowed = await client.patch(f"/api/v1/users/{user_id}", json={"first_name": "Eve"}, headers={"X-CSRF-Token": csrf})
+    allowed = await client.patch(
+        f"/api/v1/users/{user_id}", json={"first_name": "Eve"}, headers={"X-CSRF-Token": csrf}
+    )
     assert allowed.status_code == 200
     assert allowed.json()["first_name"] == "Eve"
     # bearer requests need no CSRF token even with cookies around
-    with_bearer = await client.patch(f"/api/v1/users/{user_id}", json={"last_name": "B"}, headers=bearer(tokens))
+    with_bearer = await client.patch(
+        f"/api/v1/users/{user_id}", json={"last_name": "B"}, headers=bearer(tokens)
+    )
     assert with_bearer.status_code == 200

@@ -58,7 +58,9 @@ async def test_wrong_method_is_problem_405(client: httpx.AsyncClient) -> None:
 
 async def test_malformed_json_is_422_problem(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/api/v1/auth/login", content=b'{"email": "a@b.c", "password": ', headers={"content-type": "application/json"}
+        "/api/v1/auth/login",
+        content=b'{"email": "a@b.c", "password": ',
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 422
     body = response.json()
@@ -68,7 +70,9 @@ async def test_malformed_json_is_422_problem(client: httpx.AsyncClient) -> None:
 
 async def test_oversized_body_is_413_before_reading(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/api/v1/auth/register", content=b"x" * (8 * 1024 * 1024 + 1), headers={"content-type": "application/json"}
+        "/api/v1/auth/register",
+        content=b"x" * (8 * 1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 413
     assert response.json()["type"].endswith("/payload-too-large")
@@ -79,7 +83,9 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
         for _ in range(9):
             yield b"x" * (1024 * 1024)
 
-    response = await client.post("/api/v1/auth/register", content=chunks(), headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/v1/auth/register", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
 
 

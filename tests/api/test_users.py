@@ -13,8 +13,14 @@ from mercato.identity.models import Address, AuthSession, User
 from mercato.platform.context import Services
 from tests.conftest import STRONG_PASSWORD, bearer, make_admin, register, sent_mail, token_from
 
-ADDRESS = {"first_name": "Ada", "last_name": "Lovelace", "line1": "1 Main St", "city": "Springfield",
-           "postal_code": "12345", "country": "us"}
+ADDRESS = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "line1": "1 Main St",
+    "city": "Springfield",
+    "postal_code": "12345",
+    "country": "us",
+}
 
 
 async def rows(services: Services, model: type, *where) -> int:
@@ -27,22 +33,29 @@ async def test_profile_get_update(client: httpx.AsyncClient) -> None:
     uid = me["user"]["id"]
     got = await client.get(f"/api/v1/users/{uid}", headers=bearer(me))
     assert got.status_code == 200 and got.json()["email"] == me["user"]["email"]
-    patched = await client.patch(f"/api/v1/users/{uid}", headers=bearer(me),
-                                 json={"first_name": "Grace", "phone": "+1 555 0100"})
+    patched = await client.patch(
+        f"/api/v1/users/{uid}", headers=bearer(me), json={"first_name": "Grace", "phone": "+1 555 0100"}
+    )
     assert patched.status_code == 200
     assert patched.json()["first_name"] == "Grace" and patched.json()["phone"] == "+1 555 0100"
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).json()["first_name"] == "Grace"
     put = await client.put(f"/api/v1/users/{uid}", headers=bearer(me), json={"last_name": "Hopper"})
-    assert put.status_code == 200 and put.json()["first_name"] == "Grace" and put.json()["last_name"] == "Hopper"
+    assert (
+        put.status_code == 200 and put.json()["first_name"] == "Grace" and put.json()["last_name"] == "Hopper"
+    )
     refused = await client.patch(f"/api/v1/users/{uid}", headers=bearer(me), json={"role": "admin"})
     assert refused.status_code == 422
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).json()["role"] == "customer"
 
 
-async def test_customer_cannot_see_another_user_or_their_addresses(client: httpx.AsyncClient, services: Services) -> None:
+async def test_customer_cannot_see_another_user_or_their_addresses(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     alice = await register(client)
     bob = await register(client)
-    created = await client.post(f"/api/v1/users/{bob['user']['id']}/addresses", headers=bearer(bob), json=ADDRESS)
+    created = await client.post(
+        f"/api/v1/users/{bob['user']['id']}/addresses", headers=bearer(bob), json=ADDRESS
+    )
     assert created.status_code == 201
     bob_id, address_id = bob["user"]["id"], created.json()["id"]
     for method, path, body in [
@@ -68,11 +81,17 @@ async def test_customer_cannot_see_another_user_or_their_addresses(client: httpx
 
 async def test_customer_calling_admin_routes_is_403(client: httpx.AsyncClient) -> None:
     me = await register(client)
-    for method, path in [("GET", "/api/v1/users"), ("GET", "/api/v1/admin/users"), ("POST", "/api/v1/admin/users"),
-                         ("GET", "/api/v1/admin/api-keys"), ("GET", "/api/v1/admin/audit-logs"),
-                         ("PUT", f"/api/v1/admin/users/{me['user']['id']}/role")]:
-        response = await client.request(method, path, headers=bearer(me),
-                                        json={"role": "admin"} if method == "PUT" else None)
+    for method, path in [
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/admin/users"),
+        ("POST", "/api/v1/admin/users"),
+        ("GET", "/api/v1/admin/api-keys"),
+        ("GET", "/api/v1/admin/audit-logs"),
+        ("PUT", f"/api/v1/admin/users/{me['user']['id']}/role"),
+    ]:
+        response = await client.request(
+            method, path, headers=bearer(me), json={"role": "admin"} if method == "PUT" else None
+        )
         assert response.status_code in (403, 422), (method, path)
         if response.status_code == 422:  # body validation runs first for malformed bodies only
             raise AssertionError((method, path, response.text))
@@ -84,36 +103,45 @@ async def test_addresses_crud_and_default(client: httpx.AsyncClient) -> None:
     base = f"/api/v1/users/{me['user']['id']}/addresses"
     first = (await client.post(base, headers=bearer(me), json=ADDRESS)).json()
     assert first["country"] == "US" and first["is_default"] is True
-    second = await client.post(base, headers=bearer(me), json={
-        **ADDRESS, "country": "GB", "postal_code": "sw1a 1aa", "is_default": True, "label": "work"})
+    second = await client.post(
+        base,
+        headers=bearer(me),
+        json={**ADDRESS, "country": "GB", "postal_code": "sw1a 1aa", "is_default": True, "label": "work"},
+    )
     assert second.status_code == 201
     assert second.json()["postal_code"] == "SW1A 1AA"
     listed = (await client.get(base, headers=bearer(me))).json()
     assert listed["pagination"] == {"page": 1, "limit": 20, "total": 2, "total_pages": 1}
     assert [a["is_default"] for a in listed["data"]] == [True, False]
     assert listed["data"][0]["id"] == second.json()["id"]
-    moved = await client.patch(f"{base}/{first['id']}", headers=bearer(me), json={"country": "DE", "postal_code": "10115"})
+    moved = await client.patch(
+        f"{base}/{first['id']}", headers=bearer(me), json={"country": "DE", "postal_code": "10115"}
+    )
     assert moved.status_code == 200 and moved.json()["country"] == "DE"
     assert (await client.delete(f"{base}/{first['id']}", headers=bearer(me))).status_code == 204
     assert (await client.get(base, headers=bearer(me))).json()["pagination"]["total"] == 1
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"country": "XX"}, "country"),
-    ({"country": "USA"}, "country"),
-    ({"postal_code": "1234"}, "postal_code"),
-    ({"country": "CA", "postal_code": "12345"}, "postal_code"),
-    ({"country": "FR", "postal_code": "7500"}, "postal_code"),
-    ({"country": "DE", "postal_code": "ABCDE"}, "postal_code"),
-    ({"line1": ""}, "line1"),
-    ({"nickname": "x"}, "nickname"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"country": "XX"}, "country"),
+        ({"country": "USA"}, "country"),
+        ({"postal_code": "1234"}, "postal_code"),
+        ({"country": "CA", "postal_code": "12345"}, "postal_code"),
+        ({"country": "FR", "postal_code": "7500"}, "postal_code"),
+        ({"country": "DE", "postal_code": "ABCDE"}, "postal_code"),
+        ({"line1": ""}, "line1"),
+        ({"nickname": "x"}, "nickname"),
+    ],
+)
 async def test_bad_addresses_are_422_naming_the_field(
     client: httpx.AsyncClient, services: Services, change: dict, field: str
 ) -> None:
     me = await register(client)
-    response = await client.post(f"/api/v1/users/{me['user']['id']}/addresses", headers=bearer(me),
-                                 json={**ADDRESS, **change})
+    response = await client.post(
+        f"/api/v1/users/{me['user']['id']}/addresses", headers=bearer(me), json={**ADDRESS, **change}
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["loc"][-1] == field
     assert await rows(services, Address) == 0
@@ -125,7 +153,9 @@ async def test_delete_account_anonymises_and_signs_out(client: httpx.AsyncClient
     await client.post(f"/api/v1/users/{uid}/addresses", headers=bearer(me), json=ADDRESS)
     assert (await client.delete(f"/api/v1/users/{uid}", headers=bearer(me))).status_code == 204
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).status_code == 401
-    login = await client.post("/api/v1/auth/login", json={"email": "gone@example.com", "password": STRONG_PASSWORD})
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": "gone@example.com", "password": STRONG_PASSWORD}
+    )
     assert login.status_code == 401
     async with services.db.session(write=False) as session:
         user = await session.get(User, uuid.UUID(uid))
@@ -138,7 +168,9 @@ async def test_delete_account_anonymises_and_signs_out(client: httpx.AsyncClient
     assert again["user"]["id"] != uid
 
 
-async def test_admin_lists_users_with_filters_and_pagination(client: httpx.AsyncClient, services: Services) -> None:
+async def test_admin_lists_users_with_filters_and_pagination(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     admin = await make_admin(services, client)
     for i in range(3):
         await register(client, f"shopper{i}@example.com")
@@ -147,7 +179,9 @@ async def test_admin_lists_users_with_filters_and_pagination(client: httpx.Async
     body = listed.json()
     assert body["pagination"] == {"page": 1, "limit": 2, "total": 3, "total_pages": 2}
     assert 'rel="next"' in listed.headers["link"] and "page=2" in listed.headers["link"]
-    page2 = await client.get("/api/v1/admin/users", headers=bearer(admin), params={"role": "customer", "limit": 2, "page": 2})
+    page2 = await client.get(
+        "/api/v1/admin/users", headers=bearer(admin), params={"role": "customer", "limit": 2, "page": 2}
+    )
     assert len(page2.json()["data"]) == 1 and 'rel="prev"' in page2.headers["link"]
     searched = await client.get("/api/v1/users", headers=bearer(admin), params={"q": "SHOPPER1"})
     assert [u["email"] for u in searched.json()["data"]] == ["shopper1@example.com"]
@@ -155,44 +189,67 @@ async def test_admin_lists_users_with_filters_and_pagination(client: httpx.Async
         assert (await client.get("/api/v1/users", headers=bearer(admin), params=params)).status_code == 422
 
 
-async def test_role_change_applies_at_once_and_is_audited(client: httpx.AsyncClient, services: Services) -> None:
+async def test_role_change_applies_at_once_and_is_audited(
+    client: httpx.AsyncClient, services: Services
+) -> None:
     admin = await make_admin(services, client)
     shopper = await register(client)
     uid = shopper["user"]["id"]
-    changed = await client.put(f"/api/v1/admin/users/{uid}/role", headers=bearer(admin), json={"role": "sales"})
+    changed = await client.put(
+        f"/api/v1/admin/users/{uid}/role", headers=bearer(admin), json={"role": "sales"}
+    )
     assert changed.status_code == 200 and changed.json()["role"] == "sales"
     assert (await client.get("/api/v1/auth/me", headers=bearer(shopper))).status_code == 401
     async with services.db.session(write=False) as session:
-        entry = (await session.execute(select(AuditLog).where(AuditLog.action == "user.role_changed"))).scalar_one()
+        entry = (
+            await session.execute(select(AuditLog).where(AuditLog.action == "user.role_changed"))
+        ).scalar_one()
     assert entry.entity_id == uid
     assert entry.changes == {"role": ["customer", "sales"]}
     assert str(entry.actor_id) == admin["user"]["id"]
-    logs = await client.get("/api/v1/admin/audit-logs", headers=bearer(admin), params={"action": "user.role_changed"})
+    logs = await client.get(
+        "/api/v1/admin/audit-logs", headers=bearer(admin), params={"action": "user.role_changed"}
+    )
     assert logs.status_code == 200 and logs.json()["data"][0]["entity_id"] == uid
-    missing = await client.put(f"/api/v1/admin/users/{uuid.uuid4()}/role", headers=bearer(admin), json={"role": "sales"})
+    missing = await client.put(
+        f"/api/v1/admin/users/{uuid.uuid4()}/role", headers=bearer(admin), json={"role": "sales"}
+    )
     assert missing.status_code == 404
 
 
 async def test_staff_invitation_sets_password_by_email(client: httpx.AsyncClient, services: Services) -> None:
     admin = await make_admin(services, client)
-    invited = await client.post("/api/v1/admin/users", headers=bearer(admin),
-                                json={"email": "Clerk@Example.com", "role": "procurement", "first_name": "Pat"})
+    invited = await client.post(
+        "/api/v1/admin/users",
+        headers=bearer(admin),
+        json={"email": "Clerk@Example.com", "role": "procurement", "first_name": "Pat"},
+    )
     assert invited.status_code == 201
     assert invited.json()["role"] == "procurement" and invited.json()["email"] == "clerk@example.com"
-    cannot_login = await client.post("/api/v1/auth/login", json={"email": "clerk@example.com", "password": STRONG_PASSWORD})
+    cannot_login = await client.post(
+        "/api/v1/auth/login", json={"email": "clerk@example.com", "password": STRONG_PASSWORD}
+    )
     assert cannot_login.status_code == 401
     mail = (await sent_mail(services, "clerk@example.com"))[0]
-    accepted = await client.post("/api/v1/auth/reset-password", json={"token": token_from(mail), "password": "clerk-pass-2026"})
+    accepted = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token_from(mail), "password": "clerk-pass-2026"}
+    )
     assert accepted.status_code == 200 and accepted.json()["email_verified"] is True
-    ok = await client.post("/api/v1/auth/login", json={"email": "clerk@example.com", "password": "clerk-pass-2026"})
+    ok = await client.post(
+        "/api/v1/auth/login", json={"email": "clerk@example.com", "password": "clerk-pass-2026"}
+    )
     assert ok.status_code == 200 and ok.json()["user"]["role"] == "procurement"
-    dup = await client.post("/api/v1/admin/users", headers=bearer(admin), json={"email": "clerk@example.com", "role": "sales"})
+    dup = await client.post(
+        "/api/v1/admin/users", headers=bearer(admin), json={"email": "clerk@example.com", "role": "sales"}
+    )
     assert dup.status_code == 409
 
 
 async def test_api_keys_shown_once_listed_and_revoked(client: httpx.AsyncClient, services: Services) -> None:
     admin = await make_admin(services, client)
-    created = await client.post("/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "erp", "role": "admin"})
+    created = await client.post(
+        "/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "erp", "role": "admin"}
+    )
     assert created.status_code == 201
     key = created.json()["key"]
     assert key.startswith("mk_")
@@ -207,6 +264,9 @@ async def test_api_keys_shown_once_listed_and_revoked(client: httpx.AsyncClient,
     assert (await client.delete(f"/api/v1/admin/api-keys/{key_id}", headers=bearer(admin))).status_code == 204
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": key})).status_code == 401
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": "mk_made_up"})).status_code == 401
-    sales_key = (await client.post("/api/v1/admin/api-keys", headers=bearer(admin),
-                                   json={"name": "bot", "role": "sales"})).json()["key"]
+    sales_key = (
+        await client.post(
+            "/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "bot", "role": "sales"}
+        )
+    ).json()["key"]
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": sales_key})).status_code == 403

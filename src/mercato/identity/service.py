@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -342,7 +342,7 @@ async def user_state(services: Services, user_id: uuid.UUID) -> dict[str, Any] |
             user = await repository.user_by_id(session, user_id, include_deleted=True)
         state = user_snapshot(user) if user else {"deleted": True}
         await services.cache.set(key, state, ttl=300, local_ttl=ttl)
-    return state
+    return cast(dict[str, Any], state)
 
 
 def forget_user_after_commit(session: AsyncSession, user_id: uuid.UUID) -> None:

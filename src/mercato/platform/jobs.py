@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import JSON, String, Text, func, select, update
+from sqlalchemy import JSON, String, Text, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -171,7 +171,7 @@ class JobRunner:
                 log.warning("job_failed", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
         async with self.services.db.session(write=True) as session:
             if error is None:
-                await session.execute(Job.__table__.delete().where(Job.id == job.id))
+                await session.execute(delete(Job).where(Job.id == job.id))
             elif job.attempts >= self.max_attempts:
                 await session.execute(
                     update(Job).where(Job.id == job.id).values(status="dead", last_error=error, locked_until=None)
