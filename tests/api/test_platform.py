@@ -120,3 +120,20 @@ async def test_openapi_documents_every_route(client: httpx.AsyncClient) -> None:
             assert operation.get("summary"), f"{method} {path} has no summary"
             assert operation.get("description"), f"{method} {path} has no description"
     assert "Problem" in schema["components"]["schemas"]
+
+
+async def test_openapi_request_bodies_have_examples(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is None:
+                continue
+            ref = content["schema"].get("$ref") or next(
+                (s["$ref"] for s in content["schema"].get("anyOf", []) if "$ref" in s), None
+            )
+            if ref is None or "examples" not in components[ref.rsplit("/", 1)[1]]:
+                missing.append(f"{method.upper()} {path}")
+    assert missing == []

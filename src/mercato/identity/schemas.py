@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import EmailStr, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 from mercato.identity import rules
 from mercato.identity.models import Role
@@ -26,6 +26,24 @@ def _check_password(value: str, email: str | None) -> str:
 class UserRead(ResponseModel):
     """A user as the API shows it (never the password hash)."""
 
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c6e-8f7a-7cc3-9d1e-3f6a2b1c0d9e",
+                    "email": "ada@example.com",
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "phone": None,
+                    "role": "customer",
+                    "email_verified": False,
+                    "created_at": "2026-11-22T08:00:00Z",
+                    "updated_at": "2026-11-22T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     email: str
     first_name: str | None
@@ -39,6 +57,19 @@ class UserRead(ResponseModel):
 
 class RegisterRequest(RequestModel):
     """``POST /auth/register``. The password must be 8–128 characters, not the email, not a common password."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "password": "correct-horse-battery-42",
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                }
+            ]
+        }
+    )
 
     email: EmailStr = Field(examples=["ada@example.com"])
     password: Password
@@ -54,12 +85,40 @@ class RegisterRequest(RequestModel):
 class LoginRequest(RequestModel):
     """``POST /auth/login``."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"email": "ada@example.com", "password": "correct-horse-battery-42"}]}
+    )
+
     email: Annotated[str, Field(min_length=1, max_length=320, examples=["ada@example.com"])]
     password: Password
 
 
 class TokenResponse(ResponseModel):
     """A signed-in session: the user and a token pair. ``expires_in`` is the access token's lifetime in seconds."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user": {
+                        "id": "01932c6e-8f7a-7cc3-9d1e-3f6a2b1c0d9e",
+                        "email": "ada@example.com",
+                        "first_name": "Ada",
+                        "last_name": "Lovelace",
+                        "phone": None,
+                        "role": "customer",
+                        "email_verified": False,
+                        "created_at": "2026-11-22T08:00:00Z",
+                        "updated_at": "2026-11-22T08:00:00Z",
+                    },
+                    "access_token": "eyJhbGciOiJIUzI1NiIs...",
+                    "refresh_token": "pXh3c0v4...",
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                }
+            ]
+        }
+    )
 
     user: UserRead
     access_token: str
@@ -71,11 +130,19 @@ class TokenResponse(ResponseModel):
 class RefreshRequest(RequestModel):
     """``POST /auth/refresh-token``; the token may come from the ``mercato_refresh`` cookie instead."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"refresh_token": "pXh3c0v4Qk2Jr9..."}]}
+    )
+
     refresh_token: str | None = Field(default=None, max_length=200)
 
 
 class TokenRequest(RequestModel):
     """A single-use token received by email."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"token": "b1Xq9Zc2..."}]}
+    )
 
     token: str = Field(min_length=1, max_length=200)
 
@@ -83,11 +150,19 @@ class TokenRequest(RequestModel):
 class ForgotPasswordRequest(RequestModel):
     """``POST /auth/forgot-password``."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"email": "ada@example.com"}]}
+    )
+
     email: Annotated[str, Field(min_length=1, max_length=320)]
 
 
 class ResetPasswordRequest(RequestModel):
     """``POST /auth/reset-password``: an emailed reset or invitation token and the new password."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"token": "b1Xq9Zc2...", "password": "a-new-long-passphrase-7"}]}
+    )
 
     token: str = Field(min_length=1, max_length=200)
     password: Password
@@ -101,6 +176,14 @@ class ResetPasswordRequest(RequestModel):
 class ChangePasswordRequest(RequestModel):
     """``POST /auth/change-password``."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"current_password": "correct-horse-battery-42", "new_password": "a-new-long-passphrase-7"}
+            ]
+        }
+    )
+
     current_password: Password
     new_password: Password
 
@@ -113,12 +196,35 @@ class ChangePasswordRequest(RequestModel):
 class ChangeEmailRequest(RequestModel):
     """``POST /auth/change-email``: takes effect when the link sent to ``new_email`` is followed."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [{"password": "correct-horse-battery-42", "new_email": "ada@newmail.example"}]
+        }
+    )
+
     password: Password
     new_email: EmailStr
 
 
 class SessionRead(ResponseModel):
     """One of the caller's sign-ins. ``current`` marks the one making this request."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c6f-1111-7cc3-9d1e-3f6a2b1c0d9e",
+                    "method": "password",
+                    "user_agent": "curl/8.5",
+                    "ip": "203.0.113.7",
+                    "created_at": "2026-11-22T08:00:00Z",
+                    "last_used_at": "2026-11-22T08:10:00Z",
+                    "expires_at": "2026-12-22T08:00:00Z",
+                    "current": True,
+                }
+            ]
+        }
+    )
 
     id: uuid.UUID
     method: str
@@ -133,6 +239,10 @@ class SessionRead(ResponseModel):
 class UserUpdate(RequestModel):
     """``PATCH /users/{id}``: fields left out keep their value."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"first_name": "Ada", "phone": "+44 20 7946 0018"}]}
+    )
+
     first_name: Name | None = None
     last_name: Name | None = None
     phone: Annotated[str, Field(min_length=3, max_length=40, pattern=r"^\+?[0-9 ()\-.]+$")] | None = None
@@ -140,6 +250,10 @@ class UserUpdate(RequestModel):
 
 class StaffInvite(RequestModel):
     """``POST /admin/users``: invites a staff member, who sets a password from the emailed link."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"email": "clerk@example.com", "role": "sales", "first_name": "Pat"}]}
+    )
 
     email: EmailStr
     role: Role
@@ -150,11 +264,19 @@ class StaffInvite(RequestModel):
 class RoleChange(RequestModel):
     """``PUT /admin/users/{id}/role``."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"role": "procurement"}]}
+    )
+
     role: Role
 
 
 class ApiKeyCreate(RequestModel):
     """``POST /admin/api-keys``."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"name": "warehouse-sync", "role": "procurement"}]}
+    )
 
     name: Name
     role: Role
@@ -162,6 +284,20 @@ class ApiKeyCreate(RequestModel):
 
 class ApiKeyRead(ResponseModel):
     """An API key without its secret."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c70-2222-7cc3-9d1e-3f6a2b1c0d9e",
+                    "name": "warehouse-sync",
+                    "role": "procurement",
+                    "prefix": "mk_Zx81aQ",
+                    "created_at": "2026-11-22T08:00:00Z",
+                }
+            ]
+        }
+    )
 
     id: uuid.UUID
     name: str
@@ -172,6 +308,21 @@ class ApiKeyRead(ResponseModel):
 
 class ApiKeyCreated(ApiKeyRead):
     """The created key, with ``key`` shown this once."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c70-2222-7cc3-9d1e-3f6a2b1c0d9e",
+                    "name": "warehouse-sync",
+                    "role": "procurement",
+                    "prefix": "mk_Zx81aQ",
+                    "created_at": "2026-11-22T08:00:00Z",
+                    "key": "mk_Zx81aQ3m...",
+                }
+            ]
+        }
+    )
 
     key: str
 
@@ -193,6 +344,23 @@ class AddressBase(RequestModel):
 class AddressCreate(AddressBase):
     """``POST /users/{id}/addresses``. ``postal_code`` is checked against the country's format where known."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "label": "home",
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "line1": "12 St James's Square",
+                    "city": "London",
+                    "postal_code": "SW1Y 4JH",
+                    "country": "GB",
+                    "is_default": True,
+                }
+            ]
+        }
+    )
+
     label: Annotated[str, Field(max_length=50)] | None = None
     first_name: Name
     last_name: Name
@@ -209,6 +377,10 @@ class AddressCreate(AddressBase):
 class AddressUpdate(AddressBase):
     """``PATCH /users/{id}/addresses/{address_id}``: fields left out keep their value."""
 
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"line2": "Flat 3", "is_default": True}]}
+    )
+
     label: Annotated[str, Field(max_length=50)] | None = None
     first_name: Name | None = None
     last_name: Name | None = None
@@ -224,6 +396,27 @@ class AddressUpdate(AddressBase):
 
 class AddressRead(ResponseModel):
     """An address as stored."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c71-3333-7cc3-9d1e-3f6a2b1c0d9e",
+                    "label": "home",
+                    "first_name": "Ada",
+                    "last_name": "Lovelace",
+                    "line1": "12 St James's Square",
+                    "line2": None,
+                    "city": "London",
+                    "region": None,
+                    "postal_code": "SW1Y 4JH",
+                    "country": "GB",
+                    "phone": None,
+                    "is_default": True,
+                }
+            ]
+        }
+    )
 
     id: uuid.UUID
     label: str | None
