@@ -35,7 +35,7 @@ def _digest() -> str:
 
 def ensure_venv() -> None:
     """Create ``.venv`` and install the locked dependencies and Mercato itself when anything changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script may be started by an older python3
         sys.exit("Mercato needs Python 3.11 or newer")
     if not PY.exists():
         print("creating .venv ...", flush=True)
@@ -63,20 +63,34 @@ def main(argv: list[str]) -> int:
     if command == "serve":
         return run(str(BIN / "mercato"), "serve", "--demo", *rest)
     if command == "test":
-        return run(*pytest, "-m", "not slow", *rest)
+        return run(*pytest, "-n", "auto", "-m", "not slow", *rest)
     if command == "test-slow":
         code = run(*pytest, "-m", "slow", *rest)
         return 0 if code == 5 else code  # 5: no slow test collected yet
     if command == "lint":
-        return run(str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts") or run(
-            str(BIN / "ruff"), "format", "--check", "src", "tests", "bench", "scripts") or run(
-            str(BIN / "mypy"))
+        return (
+            run(str(BIN / "ruff"), "check", "src", "tests", "bench", "scripts")
+            or run(str(BIN / "ruff"), "format", "--check", "src", "tests", "bench", "scripts")
+            or run(str(BIN / "mypy"))
+        )
     if command == "services":
         return run(str(PY), str(ROOT / "scripts" / "check_services.py"))
     if command == "lock":
         run(str(PY), "-m", "pip", "-q", "install", "uv")
-        return run(str(BIN / "uv"), "pip", "compile", "pyproject.toml", "--extra", "dev", "--generate-hashes",
-                   "--python-version", "3.11", "-o", "requirements.lock", *rest)
+        return run(
+            str(BIN / "uv"),
+            "pip",
+            "compile",
+            "pyproject.toml",
+            "--extra",
+            "dev",
+            "--generate-hashes",
+            "--python-version",
+            "3.11",
+            "-o",
+            "requirements.lock",
+            *rest,
+        )
     if command == "mercato":
         return run(str(BIN / "mercato"), *rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

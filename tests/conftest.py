@@ -61,6 +61,9 @@ class Backend:
             "redis_url": self.redis_url,
             "data_dir": self.data_dir,
             "run_jobs": False,
+            # cheap argon2 for speed; test_passwords checks the production defaults (OWASP)
+            "password_hash_memory_kib": 1024,
+            "password_hash_time_cost": 1,
             "secret_key": "test-secret-key-for-mercato-" + self.prefix,
         }
         values.update(overrides)
@@ -164,9 +167,7 @@ def token_from(message: EmailMessage) -> str:
     raise AssertionError(f"no token in {body!r}")
 
 
-async def register(
-    client: httpx.AsyncClient, email_address: str | None = None, **extra: Any
-) -> dict[str, Any]:
+async def register(client: httpx.AsyncClient, email_address: str | None = None, **extra: Any) -> dict[str, Any]:
     """Register a customer and return the token response body."""
     body = {"email": email_address or f"user-{uuid.uuid4().hex[:8]}@example.com", "password": STRONG_PASSWORD}
     body.update(extra)
@@ -194,9 +195,7 @@ async def make_admin(services: Services, client: httpx.AsyncClient) -> dict[str,
     return await login(client, tokens["user"]["email"])
 
 
-async def login(
-    client: httpx.AsyncClient, email_address: str, password: str = STRONG_PASSWORD
-) -> dict[str, Any]:
+async def login(client: httpx.AsyncClient, email_address: str, password: str = STRONG_PASSWORD) -> dict[str, Any]:
     response = await client.post("/api/v1/auth/login", json={"email": email_address, "password": password})
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()

@@ -13,7 +13,13 @@ from fastapi.openapi.utils import get_openapi
 
 import mercato
 from mercato.audit.router import router as audit_router
+from mercato.catalog.images_router import mount_media
+from mercato.catalog.images_router import router as catalog_images_router
+from mercato.catalog.router import router as catalog_router
+from mercato.catalog.search_router import router as catalog_search_router
 from mercato.config import Environment, Settings
+from mercato.identity import passwords
+from mercato.identity.oidc_router import router as oidc_router
 from mercato.identity.router import router as auth_router
 from mercato.identity.users_router import admin_router as admin_users_router
 from mercato.identity.users_router import router as users_router
@@ -37,6 +43,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     """
     settings = settings or Settings.load()
     services = services or Services.build(settings)
+    passwords.configure(memory_kib=settings.password_hash_memory_kib, time_cost=settings.password_hash_time_cost)
     configure_logging(json=settings.env is Environment.production, level="DEBUG" if settings.debug else "INFO")
 
     @asynccontextmanager
@@ -50,28 +57,50 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             await services.close()
 
     app = FastAPI(
-        title="Mercato", version=mercato.__version__, description=DESCRIPTION, lifespan=lifespan,
+        title="Mercato",
+        version=mercato.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
         debug=settings.debug,
+        # metrics are Prometheus' job (/metrics); FastAPI's own telemetry costs every request an env lookup
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     app.state.started = time.monotonic()
     install_problem_handlers(app)
 
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(general_rate_limit)])
-    for router in (auth_router, users_router, admin_users_router, audit_router, health.api_router):
+    for router in (
+        auth_router,
+        oidc_router,
+        users_router,
+        admin_users_router,
+        audit_router,
+        catalog_search_router,
+        catalog_router,
+        catalog_images_router,
+        health.api_router,
+    ):
         api.include_router(router)
     app.include_router(health.router)
     app.include_router(api)
+    mount_media(app, settings)
 
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins,
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials and "*" not in settings.cors_origins,
-            allow_methods=["*"], allow_headers=["*"],
+            allow_methods=["*"],
+            allow_headers=["*"],
             expose_headers=["X-Request-ID", "Link", "RateLimit", "RateLimit-Policy", "Retry-After", "ETag"],
         )
-    app.add_middleware(RequestContextMiddleware, metrics=services.metrics, max_body_bytes=settings.max_body_bytes,
-                       hsts=settings.tls)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=services.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        hsts=settings.tls,
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -93,8 +122,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             "request_id": {"type": "string"},
             "errors": {"type": "array", "items": {"type": "object"}},
         },
-        "example": {"type": PROBLEM_BASE + "not-found", "title": "Not found", "status": 404,
-                    "detail": "No such user.", "instance": "/api/v1/users/0190...", "request_id": "5f2c..."},
+        "example": {
+            "type": PROBLEM_BASE + "not-found",
+            "title": "Not found",
+            "status": 404,
+            "detail": "No such user.",
+            "instance": "/api/v1/users/0190...",
+            "request_id": "5f2c...",
+        },
     }
     app.openapi_schema = schema
     return schema

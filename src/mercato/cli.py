@@ -1,9 +1,11 @@
-"""The ``mercato`` command: serve, migrate, worker, create-admin, check, version."""
+"""The ``mercato`` command: serve, migrate, worker, create-admin, check, version, seed, import."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -49,8 +51,18 @@ def serve(
         asyncio.run(load_demo(settings))
     ssl = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls else {}
     uvicorn.run(
-        "mercato.app:create_app", factory=True, host=host, port=port, workers=workers if not reload else None,
-        reload=reload, proxy_headers=False, server_header=False, log_config=None, **ssl,  # type: ignore[arg-type]
+        "mercato.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if not reload else None,
+        reload=reload,
+        server_header=False,
+        log_config=None,
+        # believe X-Forwarded-Proto/-For (for Link URLs and client IPs) only from MERCATO_TRUSTED_PROXIES
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        **ssl,  # type: ignore[arg-type]
     )
 
 
@@ -77,15 +89,12 @@ def worker() -> None:
         await migrate.upgrade(settings.database_url)
         services.jobs.start()
         try:
-            while True:
-                await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # run until interrupted
         finally:
             await services.close()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command("create-admin")
@@ -130,7 +139,9 @@ def check() -> None:
                 problems.append(f"redis unreachable: {exc}")
             diff = await migrate.pending_diff(settings.database_url)
             if diff:
-                problems.append(f"database schema differs from the models ({len(diff)} differences); run `mercato migrate`")
+                problems.append(
+                    f"database schema differs from the models ({len(diff)} differences); run `mercato migrate`"
+                )
                 return problems
             async with services.db.session(write=False) as session:
                 for name, fn in all_checks().items():
@@ -151,6 +162,99 @@ def check() -> None:
 def version() -> None:
     """Print Mercato's version."""
     typer.echo(mercato.__version__)
+
+
+@app.command()
+def seed(
+    demo: Annotated[bool, typer.Option(help="Load the demo store (admin and catalog) if not loaded yet.")] = False,
+    scale: Annotated[
+        int, typer.Option(min=0, help="Make sure N generated products (GEN-00001...) exist, for benchmarks.")
+    ] = 0,
+) -> None:
+    """Migrate, then load the demo store (--demo) and/or generated products (--scale N). Idempotent."""
+    from mercato.demo.loader import load_demo
+
+    if not demo and not scale:
+        typer.secho("nothing to seed: pass --demo and/or --scale N", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    _prepare_sqlite_dir(settings)
+    asyncio.run(migrate.upgrade(settings.database_url))
+    if demo:
+        try:
+            result = asyncio.run(load_demo(settings, scale=scale))
+        except RuntimeError as exc:  # refused in production
+            typer.secho(str(exc), fg="red", err=True)
+            raise typer.Exit(1) from exc
+        if result.catalog is None:
+            typer.echo("demo catalog already loaded (the catalog is not empty)")
+        if (result.catalog and result.catalog.errors) or result.generated.errors:
+            raise typer.Exit(1)
+    else:
+        from mercato.demo.loader import add_generated
+        from mercato.platform.context import Services
+
+        async def generate() -> int:
+            services = Services.build(settings)
+            try:
+                report = await add_generated(services, scale)
+            finally:
+                await services.close()
+            typer.echo(f"Generated products: {report.summary()}")
+            return len(report.errors)
+
+        if asyncio.run(generate()):
+            raise typer.Exit(1)
+
+
+import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.callback()
+def import_group() -> None:
+    """Import data from files (see docs/importing.md)."""
+
+
+@import_app.command("products")
+def import_products(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A .json or .csv file.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="json or csv (default: from the file's extension).")
+    ] = None,
+    update: Annotated[bool, typer.Option(help="Update products whose SKU exists instead of skipping them.")] = False,
+) -> None:
+    """Import products from JSON or CSV (docs/importing.md). Rows that fail are listed with their row numbers
+    and the others are imported; exits 1 if any row failed."""
+    from mercato.catalog import importer
+    from mercato.platform.context import Services
+
+    if fmt not in (None, "json", "csv"):
+        typer.secho("--format must be json or csv", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        batch = importer.read_file(file, fmt)
+    except importer.ImportFileError as exc:
+        typer.secho(f"{file}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    _prepare_sqlite_dir(settings)
+
+    async def run() -> importer.ImportReport:
+        await migrate.upgrade(settings.database_url)
+        services = Services.build(settings)
+        try:
+            async with services.db.session(write=True) as session:
+                return await importer.run_import(session, batch, update=update)
+        finally:
+            await services.close()
+
+    report = asyncio.run(run())
+    typer.echo(report.summary())
+    for error in report.errors:
+        typer.echo(f"row {error.row}{f' (sku {error.sku})' if error.sku else ''}: {error.error}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_credentials: bool = True
     smtp_url: str | None = None
-    email_backend: str = Field(default="file", pattern="^(file|smtp)$")
+    email_backend: str | None = Field(default=None, pattern="^(file|smtp)$")
     email_from: str = "Mercato <no-reply@mercato.local>"
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -58,22 +58,25 @@ class Settings(BaseSettings):
     reservation_ttl: int = Field(default=1800, ge=60)
     max_body_bytes: int = 8 * 1024 * 1024
     db_pool_size: int = Field(default=10, ge=1)
+    catalog_cache_ttl: int = Field(default=60, ge=0)
 
     access_token_ttl: int = Field(default=900, ge=60)
     refresh_token_ttl: int = Field(default=30 * 24 * 3600, ge=3600)
     session_cache_ttl: int = Field(default=5, ge=0, le=5)
+    password_hash_memory_kib: int = Field(default=19 * 1024, ge=1024)
+    password_hash_time_cost: int = Field(default=2, ge=1)
 
     rate_limits: bool = True
     rate_limit_login_account: str = "5/15 minutes"
     rate_limit_login_ip: str = "100/15 minutes"
     rate_limit_register: str = "60/minute"
-    rate_limit_password_reset: str = "60/minute"
+    rate_limit_password_reset: str = "60/minute"  # noqa: S105 - a rate, not a password
     rate_limit_default: str = "1200/minute"
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     run_jobs: bool = True
     job_poll_interval: float = Field(default=1.0, gt=0)
-    job_max_attempts: int = Field(default=8, ge=1)
+    job_max_attempts: int = Field(default=15, ge=1)  # backoff 2 s doubling to 1 h: about 4 h of retries
 
     oidc_providers: dict[str, dict[str, str]] = Field(default_factory=dict)
 
@@ -100,6 +103,11 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def uses_smtp(self) -> bool:
+        """SMTP when ``MERCATO_SMTP_URL`` is set (unless ``MERCATO_EMAIL_BACKEND=file``); files otherwise."""
+        return bool(self.smtp_url) and self.email_backend != "file"
+
+    @property
     def tls(self) -> bool:
         """True when the server terminates TLS itself (cookies get ``Secure``, HSTS is sent)."""
         return self.tls_cert is not None and self.tls_key is not None
@@ -123,6 +131,8 @@ class Settings(BaseSettings):
             problems.append("MERCATO_SECRET_KEY must be set in production")
         if self.debug:
             problems.append("MERCATO_DEBUG must be off in production")
+        if self.password_hash_memory_kib < 19 * 1024 or self.password_hash_time_cost < 2:
+            problems.append("MERCATO_PASSWORD_HASH_* must be at least OWASP's m=19456 KiB, t=2 in production")
         if "*" in self.cors_origins and self.cors_allow_credentials:
             problems.append("MERCATO_CORS_ORIGINS='*' cannot be combined with credentials in production")
         if problems:
@@ -143,14 +153,34 @@ class Settings(BaseSettings):
 
 
 def _stored_secret(data_dir: Path) -> str:
-    """Return the secret in ``data_dir/secret_key``, creating it (mode 0600) on first use."""
+    """Return the secret in ``data_dir/secret_key``, creating it (mode 0600) on first use.
+
+    The key is written to a temporary file and hard-linked into place, so the file is never seen (by a
+    concurrent start, or after a crash) without its full content; a file holding less than a usable key is
+    refused rather than used as an empty or short signing key.
+
+    Raises:
+        UnsafeSettings: the file exists but holds fewer than 32 characters.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "secret_key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        key = secrets.token_urlsafe(48)
-        handle.write(key)
+    if not path.exists():
+        tmp = data_dir / f".secret_key.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise UnsafeSettings(
+            f"{path} holds no usable secret key (fewer than 32 characters); delete it to have a new one "
+            "generated, or set MERCATO_SECRET_KEY"
+        )
     return key

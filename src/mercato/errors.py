@@ -88,3 +88,11 @@ class ServiceUnavailable(DomainError):
     status = 503
     code = "service-unavailable"
     title = "Service unavailable"
+
+
+class PreconditionFailed(DomainError):
+    """``If-Match`` does not match the resource's current ``ETag`` (RFC 9110 §13.1.1)."""
+
+    status = 412
+    code = "precondition-failed"
+    title = "Precondition failed"

@@ -86,9 +86,7 @@ async def test_register_refuses_bad_input_and_writes_nothing(
 
 
 async def test_register_names_the_offending_field(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/api/v1/auth/register", json={"email": "x@example.com", "password": "password"}
-    )
+    response = await client.post("/api/v1/auth/register", json={"email": "x@example.com", "password": "password"})
     assert response.json()["errors"][0]["loc"] == ["body", "password"]
     unknown = await client.post(
         "/api/v1/auth/register", json={"email": "x@example.com", "password": STRONG_PASSWORD, "role": "admin"}
@@ -121,16 +119,12 @@ async def test_login_wrong_email_and_wrong_password_look_the_same(
     assert wrong_password.json()["detail"] == wrong_email.json()["detail"]
     assert wrong_password.json()["title"] == wrong_email.json()["title"]
     assert await count(services, AuthSession) == sessions_before
-    ok = await client.post(
-        "/api/v1/auth/login", json={"email": "BOB@example.com", "password": STRONG_PASSWORD}
-    )
+    ok = await client.post("/api/v1/auth/login", json={"email": "BOB@example.com", "password": STRONG_PASSWORD})
     assert ok.status_code == 200
     assert ok.json()["user"]["email"] == "bob@example.com"
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_family(
-    client: httpx.AsyncClient, services: Services
-) -> None:
+async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncClient, services: Services) -> None:
     tokens = await register(client)
     first = await client.post("/api/v1/auth/refresh-token", json={"refresh_token": tokens["refresh_token"]})
     assert first.status_code == 200
@@ -154,14 +148,10 @@ async def test_refresh_from_cookie_and_unknown_token(client: httpx.AsyncClient) 
     await register(client)
     response = await client.post("/api/v1/auth/refresh-token")  # cookie jar carries mercato_refresh
     assert response.status_code == 200
-    assert (
-        await client.post("/api/v1/auth/refresh-token", json={"refresh_token": "made-up"})
-    ).status_code == 401
+    assert (await client.post("/api/v1/auth/refresh-token", json={"refresh_token": "made-up"})).status_code == 401
 
 
-async def test_logout_revokes_at_once_and_clears_cookies(
-    client: httpx.AsyncClient, services: Services
-) -> None:
+async def test_logout_revokes_at_once_and_clears_cookies(client: httpx.AsyncClient, services: Services) -> None:
     tokens = await register(client)
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200  # cache warmed
     response = await client.post("/api/v1/auth/logout", headers=bearer(tokens))
@@ -184,9 +174,7 @@ async def test_sessions_list_and_revoke(client: httpx.AsyncClient) -> None:
     assert data["pagination"]["total"] == 2
     assert [s["current"] for s in data["data"]].count(True) == 1
     other_id = next(s["id"] for s in data["data"] if not s["current"])
-    assert (
-        await client.delete(f"/api/v1/auth/sessions/{other_id}", headers=bearer(tokens))
-    ).status_code == 204
+    assert (await client.delete(f"/api/v1/auth/sessions/{other_id}", headers=bearer(tokens))).status_code == 204
     assert (await client.get("/api/v1/auth/me", headers=bearer(other))).status_code == 401
     assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 200
     stranger = await register(client)
@@ -200,34 +188,20 @@ async def test_forgot_and_reset_password(client: httpx.AsyncClient, services: Se
     known = await client.post("/api/v1/auth/forgot-password", json={"email": "reset@example.com"})
     assert unknown.status_code == known.status_code == 202
     assert unknown.json() == known.json()
-    mails = [
-        m for m in await sent_mail(services, "reset@example.com") if m["Subject"] == "Reset your password"
-    ]
+    mails = [m for m in await sent_mail(services, "reset@example.com") if m["Subject"] == "Reset your password"]
     assert len(mails) == 1
     token = token_from(mails[0])
     weak = await client.post("/api/v1/auth/reset-password", json={"token": token, "password": "qwerty"})
     assert weak.status_code == 422
-    reset = await client.post(
-        "/api/v1/auth/reset-password", json={"token": token, "password": "new-password-99x"}
-    )
+    reset = await client.post("/api/v1/auth/reset-password", json={"token": token, "password": "new-password-99x"})
     assert reset.status_code == 200
-    assert (
-        await client.get("/api/v1/auth/me", headers=bearer(tokens))
-    ).status_code == 401  # sessions revoked
-    replay = await client.post(
-        "/api/v1/auth/reset-password", json={"token": token, "password": "another-pass-77y"}
-    )
+    assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status_code == 401  # sessions revoked
+    replay = await client.post("/api/v1/auth/reset-password", json={"token": token, "password": "another-pass-77y"})
     assert replay.status_code == 401
     await login(client, "reset@example.com", "new-password-99x")
-    old = await client.post(
-        "/api/v1/auth/login", json={"email": "reset@example.com", "password": STRONG_PASSWORD}
-    )
+    old = await client.post("/api/v1/auth/login", json={"email": "reset@example.com", "password": STRONG_PASSWORD})
     assert old.status_code == 401
-    changed = [
-        m
-        for m in await sent_mail(services, "reset@example.com")
-        if m["Subject"] == "Your password was changed"
-    ]
+    changed = [m for m in await sent_mail(services, "reset@example.com") if m["Subject"] == "Your password was changed"]
     assert len(changed) == 1
 
 
@@ -238,9 +212,7 @@ async def test_reset_token_expires_after_an_hour(client: httpx.AsyncClient, serv
 
     await register(client, "late@example.com")
     await client.post("/api/v1/auth/forgot-password", json={"email": "late@example.com"})
-    mail = next(
-        m for m in await sent_mail(services, "late@example.com") if m["Subject"] == "Reset your password"
-    )
+    mail = next(m for m in await sent_mail(services, "late@example.com") if m["Subject"] == "Reset your password")
     later = datetime.now(UTC) + timedelta(hours=1, seconds=5)
     clock.set_clock(lambda: later)
     try:
@@ -335,9 +307,7 @@ async def test_bad_access_tokens_are_401(client: httpx.AsyncClient, services: Se
     assert (await client.get("/api/v1/auth/me")).status_code == 401
 
 
-async def test_cookie_auth_needs_csrf_header_on_unsafe_methods(
-    client: httpx.AsyncClient, services: Services
-) -> None:
+async def test_cookie_auth_needs_csrf_header_on_unsafe_methods(client: httpx.AsyncClient, services: Services) -> None:
     tokens = await register(client, "cookie@example.com")
     assert (await client.get("/api/v1/auth/me")).status_code == 200  # safe method: cookie alone is enough
     user_id = tokens["user"]["id"]
@@ -351,13 +321,9 @@ async def test_cookie_auth_needs_csrf_header_on_unsafe_methods(
     async with services.db.session(write=False) as session:
         assert (await session.get(User, uuid.UUID(user_id))).first_name is None
     csrf = client.cookies["mercato_csrf"]
-    allowed = await client.patch(
-        f"/api/v1/users/{user_id}", json={"first_name": "Eve"}, headers={"X-CSRF-Token": csrf}
-    )
+    allowed = await client.patch(f"/api/v1/users/{user_id}", json={"first_name": "Eve"}, headers={"X-CSRF-Token": csrf})
     assert allowed.status_code == 200
     assert allowed.json()["first_name"] == "Eve"
     # bearer requests need no CSRF token even with cookies around
-    with_bearer = await client.patch(
-        f"/api/v1/users/{user_id}", json={"last_name": "B"}, headers=bearer(tokens)
-    )
+    with_bearer = await client.patch(f"/api/v1/users/{user_id}", json={"last_name": "B"}, headers=bearer(tokens))
     assert with_bearer.status_code == 200

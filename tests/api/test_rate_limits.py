@@ -47,14 +47,10 @@ async def test_failed_logins_per_account_are_throttled(
 ) -> None:
     await register(client, "target@example.com")
     for _ in range(3):
-        bad = await client.post(
-            "/api/v1/auth/login", json={"email": "target@example.com", "password": "wrong-pass-1"}
-        )
+        bad = await client.post("/api/v1/auth/login", json={"email": "target@example.com", "password": "wrong-pass-1"})
         assert bad.status_code == 401
     sessions_before = await _sessions(services)
-    blocked = await client.post(
-        "/api/v1/auth/login", json={"email": "TARGET@example.com", "password": STRONG_PASSWORD}
-    )
+    blocked = await client.post("/api/v1/auth/login", json={"email": "TARGET@example.com", "password": STRONG_PASSWORD})
     assert blocked.status_code == 429
     assert blocked.headers["content-type"] == "application/problem+json"
     assert blocked.json()["type"].endswith("/rate-limited")
@@ -62,41 +58,29 @@ async def test_failed_logins_per_account_are_throttled(
     assert await _sessions(services) == sessions_before
     # an email with no account is throttled the same way (no enumeration)
     for _ in range(3):
-        await client.post(
-            "/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"}
-        )
-    ghost = await client.post(
-        "/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"}
-    )
+        await client.post("/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"})
+    ghost = await client.post("/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"})
     assert ghost.status_code == 429
 
 
-async def test_failed_logins_per_ip_are_throttled(
-    client: httpx.AsyncClient, small_limits: RateLimiter
-) -> None:
+async def test_failed_logins_per_ip_are_throttled(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
     for i in range(5):
         response = await client.post(
             "/api/v1/auth/login", json={"email": f"u{i}@example.com", "password": "wrong-pass-1"}
         )
         assert response.status_code == 401
-    blocked = await client.post(
-        "/api/v1/auth/login", json={"email": "fresh@example.com", "password": "wrong-pass-1"}
-    )
+    blocked = await client.post("/api/v1/auth/login", json={"email": "fresh@example.com", "password": "wrong-pass-1"})
     assert blocked.status_code == 429
 
 
 async def test_successful_logins_do_not_count(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
     await register(client, "fine@example.com")
     for _ in range(4):
-        ok = await client.post(
-            "/api/v1/auth/login", json={"email": "fine@example.com", "password": STRONG_PASSWORD}
-        )
+        ok = await client.post("/api/v1/auth/login", json={"email": "fine@example.com", "password": STRONG_PASSWORD})
         assert ok.status_code == 200
 
 
-async def test_registrations_per_ip(
-    client: httpx.AsyncClient, small_limits: RateLimiter, services: Services
-) -> None:
+async def test_registrations_per_ip(client: httpx.AsyncClient, small_limits: RateLimiter, services: Services) -> None:
     for i in range(4):
         await register(client, f"new{i}@example.com")
     blocked = await client.post(
@@ -109,12 +93,8 @@ async def test_registrations_per_ip(
 
 async def test_password_reset_requests_per_ip(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
     for _ in range(2):
-        assert (
-            await client.post("/api/v1/auth/forgot-password", json={"email": "a@example.com"})
-        ).status_code == 202
-    assert (
-        await client.post("/api/v1/auth/forgot-password", json={"email": "a@example.com"})
-    ).status_code == 429
+        assert (await client.post("/api/v1/auth/forgot-password", json={"email": "a@example.com"})).status_code == 202
+    assert (await client.post("/api/v1/auth/forgot-password", json={"email": "a@example.com"})).status_code == 429
 
 
 async def test_general_limit_and_headers(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:
@@ -138,9 +118,7 @@ async def test_trusted_proxy_forwarded_for(
     # the ASGI test client connects from 127.0.0.1; untrusted, X-Forwarded-For is ignored
     for _ in range(6):
         await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.9"})
-    assert (
-        await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.10"})
-    ).status_code == 429
+    assert (await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.10"})).status_code == 429
     services.settings.trusted_proxies = ["127.0.0.1"]
     try:
         other = await client.get("/api/v1/status", headers={"X-Forwarded-For": "203.0.113.10"})

@@ -40,9 +40,7 @@ async def test_profile_get_update(client: httpx.AsyncClient) -> None:
     assert patched.json()["first_name"] == "Grace" and patched.json()["phone"] == "+1 555 0100"
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).json()["first_name"] == "Grace"
     put = await client.put(f"/api/v1/users/{uid}", headers=bearer(me), json={"last_name": "Hopper"})
-    assert (
-        put.status_code == 200 and put.json()["first_name"] == "Grace" and put.json()["last_name"] == "Hopper"
-    )
+    assert put.status_code == 200 and put.json()["first_name"] == "Grace" and put.json()["last_name"] == "Hopper"
     refused = await client.patch(f"/api/v1/users/{uid}", headers=bearer(me), json={"role": "admin"})
     assert refused.status_code == 422
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).json()["role"] == "customer"
@@ -53,9 +51,7 @@ async def test_customer_cannot_see_another_user_or_their_addresses(
 ) -> None:
     alice = await register(client)
     bob = await register(client)
-    created = await client.post(
-        f"/api/v1/users/{bob['user']['id']}/addresses", headers=bearer(bob), json=ADDRESS
-    )
+    created = await client.post(f"/api/v1/users/{bob['user']['id']}/addresses", headers=bearer(bob), json=ADDRESS)
     assert created.status_code == 201
     bob_id, address_id = bob["user"]["id"], created.json()["id"]
     for method, path, body in [
@@ -153,9 +149,7 @@ async def test_delete_account_anonymises_and_signs_out(client: httpx.AsyncClient
     await client.post(f"/api/v1/users/{uid}/addresses", headers=bearer(me), json=ADDRESS)
     assert (await client.delete(f"/api/v1/users/{uid}", headers=bearer(me))).status_code == 204
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).status_code == 401
-    login = await client.post(
-        "/api/v1/auth/login", json={"email": "gone@example.com", "password": STRONG_PASSWORD}
-    )
+    login = await client.post("/api/v1/auth/login", json={"email": "gone@example.com", "password": STRONG_PASSWORD})
     assert login.status_code == 401
     async with services.db.session(write=False) as session:
         user = await session.get(User, uuid.UUID(uid))
@@ -168,9 +162,7 @@ async def test_delete_account_anonymises_and_signs_out(client: httpx.AsyncClient
     assert again["user"]["id"] != uid
 
 
-async def test_admin_lists_users_with_filters_and_pagination(
-    client: httpx.AsyncClient, services: Services
-) -> None:
+async def test_admin_lists_users_with_filters_and_pagination(client: httpx.AsyncClient, services: Services) -> None:
     admin = await make_admin(services, client)
     for i in range(3):
         await register(client, f"shopper{i}@example.com")
@@ -189,27 +181,19 @@ async def test_admin_lists_users_with_filters_and_pagination(
         assert (await client.get("/api/v1/users", headers=bearer(admin), params=params)).status_code == 422
 
 
-async def test_role_change_applies_at_once_and_is_audited(
-    client: httpx.AsyncClient, services: Services
-) -> None:
+async def test_role_change_applies_at_once_and_is_audited(client: httpx.AsyncClient, services: Services) -> None:
     admin = await make_admin(services, client)
     shopper = await register(client)
     uid = shopper["user"]["id"]
-    changed = await client.put(
-        f"/api/v1/admin/users/{uid}/role", headers=bearer(admin), json={"role": "sales"}
-    )
+    changed = await client.put(f"/api/v1/admin/users/{uid}/role", headers=bearer(admin), json={"role": "sales"})
     assert changed.status_code == 200 and changed.json()["role"] == "sales"
     assert (await client.get("/api/v1/auth/me", headers=bearer(shopper))).status_code == 401
     async with services.db.session(write=False) as session:
-        entry = (
-            await session.execute(select(AuditLog).where(AuditLog.action == "user.role_changed"))
-        ).scalar_one()
+        entry = (await session.execute(select(AuditLog).where(AuditLog.action == "user.role_changed"))).scalar_one()
     assert entry.entity_id == uid
     assert entry.changes == {"role": ["customer", "sales"]}
     assert str(entry.actor_id) == admin["user"]["id"]
-    logs = await client.get(
-        "/api/v1/admin/audit-logs", headers=bearer(admin), params={"action": "user.role_changed"}
-    )
+    logs = await client.get("/api/v1/admin/audit-logs", headers=bearer(admin), params={"action": "user.role_changed"})
     assert logs.status_code == 200 and logs.json()["data"][0]["entity_id"] == uid
     missing = await client.put(
         f"/api/v1/admin/users/{uuid.uuid4()}/role", headers=bearer(admin), json={"role": "sales"}
@@ -235,9 +219,7 @@ async def test_staff_invitation_sets_password_by_email(client: httpx.AsyncClient
         "/api/v1/auth/reset-password", json={"token": token_from(mail), "password": "clerk-pass-2026"}
     )
     assert accepted.status_code == 200 and accepted.json()["email_verified"] is True
-    ok = await client.post(
-        "/api/v1/auth/login", json={"email": "clerk@example.com", "password": "clerk-pass-2026"}
-    )
+    ok = await client.post("/api/v1/auth/login", json={"email": "clerk@example.com", "password": "clerk-pass-2026"})
     assert ok.status_code == 200 and ok.json()["user"]["role"] == "procurement"
     dup = await client.post(
         "/api/v1/admin/users", headers=bearer(admin), json={"email": "clerk@example.com", "role": "sales"}
@@ -247,9 +229,7 @@ async def test_staff_invitation_sets_password_by_email(client: httpx.AsyncClient
 
 async def test_api_keys_shown_once_listed_and_revoked(client: httpx.AsyncClient, services: Services) -> None:
     admin = await make_admin(services, client)
-    created = await client.post(
-        "/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "erp", "role": "admin"}
-    )
+    created = await client.post("/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "erp", "role": "admin"})
     assert created.status_code == 201
     key = created.json()["key"]
     assert key.startswith("mk_")
@@ -265,8 +245,6 @@ async def test_api_keys_shown_once_listed_and_revoked(client: httpx.AsyncClient,
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": key})).status_code == 401
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": "mk_made_up"})).status_code == 401
     sales_key = (
-        await client.post(
-            "/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "bot", "role": "sales"}
-        )
+        await client.post("/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "bot", "role": "sales"})
     ).json()["key"]
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": sales_key})).status_code == 403

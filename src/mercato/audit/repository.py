@@ -13,8 +13,16 @@ from mercato.db.queries import Paged, paged
 
 
 async def list_entries(
-    session: AsyncSession, *, actor_id: uuid.UUID | None, action: str | None, entity_type: str | None,
-    entity_id: str | None, since: datetime | None, until: datetime | None, page: int, limit: int,
+    session: AsyncSession,
+    *,
+    actor_id: uuid.UUID | None,
+    action: str | None,
+    entity_type: str | None,
+    entity_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    page: int,
+    limit: int,
 ) -> Paged[AuditLog]:
     """Entries matching every given filter, newest first."""
     query = select(AuditLog)

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, Numeric, TypeDecorator, Uuid
+from sqlalchemy import BigInteger, DateTime, MetaData, TypeDecorator, Uuid
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mercato.platform import clock
 
+CENT = Decimal("0.01")
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -46,22 +47,36 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Money(TypeDecorator[Decimal]):
-    """An exact amount in the store currency: ``NUMERIC(12, 2)``, ``Decimal`` in Python (ADR 0003)."""
+    """An exact amount in the store currency (two minor digits): ``Decimal`` in Python, stored as an integer
+    number of cents (``BIGINT``), so that sums and comparisons in SQL are exact on SQLite too, whose NUMERIC is a
+    floating-point REAL (ADR 0003).
 
-    impl = Numeric(12, 2, asdecimal=True)
+    Raises ``ValueError`` when binding an amount with more than two decimals (it would lose money).
+    """
+
+    impl = BigInteger
     cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        amount = Decimal(str(value)) if not isinstance(value, Decimal) else value
+        cents = amount * 100
+        if cents != cents.to_integral_value():
+            raise ValueError(f"{amount} has more than two decimals")
+        return int(cents)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(value).quantize(Decimal("0.01"))
+        return (Decimal(int(value)) / 100).quantize(CENT)
 
 
 class Base(DeclarativeBase):
     """Base of every table; constraint names follow :data:`NAMING_CONVENTION`."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid(), Decimal: Money()}
+    type_annotation_map = {datetime: UTCDateTime(), uuid.UUID: Uuid(), Decimal: Money()}  # noqa: RUF012
 
 
 def uuid_pk() -> Mapped[uuid.UUID]:

@@ -24,9 +24,7 @@ def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url)
-    cfg.set_main_option(
-        "file_template", "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s"
-    )
+    cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s")
     cfg.set_main_option("timezone", "UTC")
     return cfg
 
@@ -42,16 +40,17 @@ def revision(url: str, message: str) -> None:
 
 
 async def pending_diff(url: str) -> list[Any]:
-    """Differences between the models and the database at ``url`` (which should be at head)."""
+    """Differences between the models and the database at ``url`` (which should be at head). The tables of the
+    search index (``mercato.catalog.search.INDEX_TABLES``), which are not models, are left out."""
+    from mercato.catalog.search import include_name
     from mercato.db.models import metadata
 
+    opts = {"compare_type": True, "include_name": include_name}  # the search index's tables are not models
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(
-                lambda sync_conn: compare_metadata(
-                    MigrationContext.configure(sync_conn, opts={"compare_type": True}), metadata
-                )
+                lambda sync_conn: compare_metadata(MigrationContext.configure(sync_conn, opts=opts), metadata)
             )
     finally:
         await engine.dispose()

@@ -34,8 +34,15 @@ async def create_admin_account(settings: Settings, email: str, password: str) ->
             if await repository.email_exists(session, email):
                 raise CreateAdminError(f"an account with email {email} already exists")
             now = clock.now()
-            user = User(id=clock.new_id(), email=email, password_hash=password_hash, role=Role.admin,
-                        email_verified=True, created_at=now, updated_at=now)
+            user = User(
+                id=clock.new_id(),
+                email=email,
+                password_hash=password_hash,
+                role=Role.admin,
+                email_verified=True,
+                created_at=now,
+                updated_at=now,
+            )
             session.add(user)
         return user
     finally:

@@ -29,7 +29,8 @@ class TokenPurpose(StrEnum):
     """What a one-time :class:`UserToken` allows."""
 
     verify_email = "verify_email"
-    reset_password = "reset_password"  # also staff invitations: set a first password
+    reset_password = "reset_password"  # noqa: S105 - a purpose name; also staff invitations
+
     change_email = "change_email"
 
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.db.queries import Paged, paged
@@ -34,9 +34,7 @@ async def email_exists(session: AsyncSession, email: str) -> bool:
     return found is not None
 
 
-async def list_users(
-    session: AsyncSession, *, role: str | None, q: str | None, page: int, limit: int
-) -> Paged[User]:
+async def list_users(session: AsyncSession, *, role: str | None, q: str | None, page: int, limit: int) -> Paged[User]:
     """Live users, newest first, filtered by role and by a substring of email or name."""
     query = select(User).where(User.deleted_at.is_(None))
     if role:
@@ -44,7 +42,11 @@ async def list_users(
     if q:
         like = f"%{q.lower()}%"
         query = query.where(
-            or_(User.email.like(like), func.lower(User.first_name).like(like), func.lower(User.last_name).like(like))
+            or_(
+                User.email.like(like),
+                func.lower(User.first_name).like(like),
+                func.lower(User.last_name).like(like),
+            )
         )
     return await paged(session, query.order_by(User.created_at.desc(), User.id.desc()), page=page, limit=limit)
 
@@ -57,12 +59,20 @@ async def auth_session(session: AsyncSession, session_id: uuid.UUID) -> AuthSess
 async def active_sessions(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> Sequence[AuthSession]:
     """The user's sessions that are neither revoked nor expired, newest first."""
     return (
-        await session.execute(
-            select(AuthSession)
-            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None), AuthSession.expires_at > now)
-            .order_by(AuthSession.created_at.desc())
+        (
+            await session.execute(
+                select(AuthSession)
+                .where(
+                    AuthSession.user_id == user_id,
+                    AuthSession.revoked_at.is_(None),
+                    AuthSession.expires_at > now,
+                )
+                .order_by(AuthSession.created_at.desc())
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
 
 
 async def revoke_sessions(
@@ -193,4 +203,4 @@ async def clear_default_address(session: AsyncSession, user_id: uuid.UUID, *, ke
 
 async def delete_addresses(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Remove every address of the user (account deletion)."""
-    await session.execute(Address.__table__.delete().where(Address.user_id == user_id))
+    await session.execute(delete(Address).where(Address.user_id == user_id))

@@ -123,7 +123,7 @@ class TokenResponse(ResponseModel):
     user: UserRead
     access_token: str
     refresh_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth 2.0 token type (RFC 6750)
     expires_in: int
 
 
@@ -140,9 +140,7 @@ class RefreshRequest(RequestModel):
 class TokenRequest(RequestModel):
     """A single-use token received by email."""
 
-    model_config = RequestModel.model_config | ConfigDict(
-        json_schema_extra={"examples": [{"token": "b1Xq9Zc2..."}]}
-    )
+    model_config = RequestModel.model_config | ConfigDict(json_schema_extra={"examples": [{"token": "b1Xq9Zc2..."}]})
 
     token: str = Field(min_length=1, max_length=200)
 
@@ -178,9 +176,7 @@ class ChangePasswordRequest(RequestModel):
 
     model_config = RequestModel.model_config | ConfigDict(
         json_schema_extra={
-            "examples": [
-                {"current_password": "correct-horse-battery-42", "new_password": "a-new-long-passphrase-7"}
-            ]
+            "examples": [{"current_password": "correct-horse-battery-42", "new_password": "a-new-long-passphrase-7"}]
         }
     )
 
@@ -197,9 +193,7 @@ class ChangeEmailRequest(RequestModel):
     """``POST /auth/change-email``: takes effect when the link sent to ``new_email`` is followed."""
 
     model_config = RequestModel.model_config | ConfigDict(
-        json_schema_extra={
-            "examples": [{"password": "correct-horse-battery-42", "new_email": "ada@newmail.example"}]
-        }
+        json_schema_extra={"examples": [{"password": "correct-horse-battery-42", "new_email": "ada@newmail.example"}]}
     )
 
     password: Password
@@ -264,9 +258,7 @@ class StaffInvite(RequestModel):
 class RoleChange(RequestModel):
     """``PUT /admin/users/{id}/role``."""
 
-    model_config = RequestModel.model_config | ConfigDict(
-        json_schema_extra={"examples": [{"role": "procurement"}]}
-    )
+    model_config = RequestModel.model_config | ConfigDict(json_schema_extra={"examples": [{"role": "procurement"}]})
 
     role: Role
 

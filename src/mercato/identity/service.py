@@ -52,8 +52,14 @@ class RefreshTokenReused(InvalidToken):
 
 
 async def register(
-    session: AsyncSession, *, email: str, password_hash: str, first_name: str | None, last_name: str | None,
-    ip: str | None, user_agent: str | None,
+    session: AsyncSession,
+    *,
+    email: str,
+    password_hash: str,
+    first_name: str | None,
+    last_name: str | None,
+    ip: str | None,
+    user_agent: str | None,
 ) -> SignedIn:
     """Create a customer account and sign it in; queues the verification email.
 
@@ -65,8 +71,15 @@ async def register(
         raise EmailTaken(f"An account with email {email} already exists.")
     now = clock.now()
     user = User(
-        id=clock.new_id(), email=email, password_hash=password_hash, first_name=first_name, last_name=last_name,
-        role=Role.customer, email_verified=False, created_at=now, updated_at=now,
+        id=clock.new_id(),
+        email=email,
+        password_hash=password_hash,
+        first_name=first_name,
+        last_name=last_name,
+        role=Role.customer,
+        email_verified=False,
+        created_at=now,
+        updated_at=now,
     )
     session.add(user)
     await session.flush()
@@ -74,9 +87,7 @@ async def register(
     return await start_session(session, user, method="register", ip=ip, user_agent=user_agent)
 
 
-async def authenticate(
-    session: AsyncSession, *, email: str, password: str, ip: str
-) -> User:
+async def authenticate(session: AsyncSession, *, email: str, password: str, ip: str) -> User:
     """Check an email and password (on a read session); failed attempts count against the login limits.
 
     Raises:
@@ -103,8 +114,14 @@ async def start_session(
     settings = services_of(session).settings
     now = clock.now()
     auth = AuthSession(
-        id=clock.new_id(), user_id=user.id, method=method, ip=ip, user_agent=(user_agent or "")[:300] or None,
-        created_at=now, last_used_at=now, expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
+        id=clock.new_id(),
+        user_id=user.id,
+        method=method,
+        ip=ip,
+        user_agent=(user_agent or "")[:300] or None,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + timedelta(seconds=settings.refresh_token_ttl),
     )
     session.add(auth)
     refresh = _new_refresh_token(session, auth.id)
@@ -154,9 +171,13 @@ async def list_sessions(session: AsyncSession, principal: Principal) -> list[dic
     assert principal.user_id is not None
     rows = await repository.active_sessions(session, principal.user_id, clock.now())
     return [
-        {**{c: getattr(row, c) for c in ("id", "method", "user_agent", "ip", "created_at", "last_used_at",
-                                          "expires_at")},
-         "current": row.id == principal.session_id}
+        {
+            **{
+                c: getattr(row, c)
+                for c in ("id", "method", "user_agent", "ip", "created_at", "last_used_at", "expires_at")
+            },
+            "current": row.id == principal.session_id,
+        }
         for row in rows
     ]
 
@@ -198,8 +219,14 @@ async def verify_email(session: AsyncSession, token: str) -> User:
         new_email = str(used.data["new_email"])
         if await repository.email_exists(session, new_email):
             raise EmailTaken(f"An account with email {new_email} already exists.")
-        audit_service.record(session, "user.email_changed", "user", user.id,
-                             {"email": [user.email, new_email]}, actor_id=user.id)
+        audit_service.record(
+            session,
+            "user.email_changed",
+            "user",
+            user.id,
+            {"email": [user.email, new_email]},
+            actor_id=user.id,
+        )
         user.email = new_email
     user.email_verified = True
     user.updated_at = now
@@ -298,7 +325,10 @@ async def principal_from_access_token(services: Services, token: str, *, via_coo
     if user is None or user["deleted"]:
         return None
     return Principal(
-        role=Role(user["role"]), user_id=claims.user_id, session_id=claims.session_id, user=user,
+        role=Role(user["role"]),
+        user_id=claims.user_id,
+        session_id=claims.session_id,
+        user=user,
         via_cookie=via_cookie,
     )
 
@@ -306,42 +336,41 @@ async def principal_from_access_token(services: Services, token: str, *, via_coo
 async def principal_from_api_key(services: Services, key: str) -> Principal | None:
     """Resolve an ``X-API-Key`` to a principal acting with the key's role, or ``None``."""
     digest = tokens.digest(key)
-    cache_key = f"apikey:{digest}"
-    ttl = services.settings.session_cache_ttl
-    state = await services.cache.get(cache_key, local_ttl=ttl, name="api_key")
-    if state is None:
+
+    async def load() -> dict[str, Any]:
         async with services.db.session(write=False) as session:
             row = await repository.api_key_by_hash(session, digest)
-            state = {"id": str(row.id), "role": row.role} if row else {"id": None}
-        await services.cache.set(cache_key, state, ttl=300, local_ttl=ttl)
+        return {"id": str(row.id), "role": row.role} if row else {"id": None}
+
+    ttl = services.settings.session_cache_ttl
+    state = await services.cache.get_or_load(f"apikey:{digest}", load, ttl=300, local_ttl=ttl, name="api_key")
     if state["id"] is None:
         return None
     return Principal(role=Role(state["role"]), api_key_id=uuid.UUID(state["id"]))
 
 
 async def _session_state(services: Services, session_id: uuid.UUID) -> dict[str, Any] | None:
-    key = f"sess:{session_id}"
-    ttl = services.settings.session_cache_ttl
-    state = await services.cache.get(key, local_ttl=ttl, name="session")
-    if state is None:
+    async def load() -> dict[str, Any]:
         async with services.db.session(write=False) as session:
             auth = await repository.auth_session(session, session_id)
         live = auth is not None and auth.revoked_at is None and auth.expires_at > clock.now()
-        state = {"user_id": str(auth.user_id) if auth else None, "live": live}
-        await services.cache.set(key, state, ttl=300, local_ttl=ttl)
+        return {"user_id": str(auth.user_id) if auth else None, "live": live}
+
+    ttl = services.settings.session_cache_ttl
+    state = await services.cache.get_or_load(f"sess:{session_id}", load, ttl=300, local_ttl=ttl, name="session")
     return state if state["live"] else None
 
 
 async def user_state(services: Services, user_id: uuid.UUID) -> dict[str, Any] | None:
     """The cached snapshot of a user (``UserRead`` fields plus ``deleted``), or ``None`` if there is no such user."""
-    key = f"user:{user_id}"
-    ttl = services.settings.session_cache_ttl
-    state = await services.cache.get(key, local_ttl=ttl, name="user")
-    if state is None:
+
+    async def load() -> dict[str, Any]:
         async with services.db.session(write=False) as session:
             user = await repository.user_by_id(session, user_id, include_deleted=True)
-        state = user_snapshot(user) if user else {"deleted": True}
-        await services.cache.set(key, state, ttl=300, local_ttl=ttl)
+        return user_snapshot(user) if user else {"deleted": True}
+
+    ttl = services.settings.session_cache_ttl
+    state = await services.cache.get_or_load(f"user:{user_id}", load, ttl=300, local_ttl=ttl, name="user")
     return cast(dict[str, Any], state)
 
 
@@ -380,22 +409,41 @@ def _forget_session_after_commit(session: AsyncSession, session_id: uuid.UUID) -
 def _access_token(session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> str:
     settings = services_of(session).settings
     return tokens.issue_access_token(
-        settings.secret, user_id=user_id, session_id=session_id, now=clock.now(), ttl=settings.access_token_ttl
+        settings.secret,
+        user_id=user_id,
+        session_id=session_id,
+        now=clock.now(),
+        ttl=settings.access_token_ttl,
     )
 
 
 def _new_refresh_token(session: AsyncSession, session_id: uuid.UUID) -> str:
     token = tokens.new_opaque_token()
-    session.add(RefreshToken(id=clock.new_id(), session_id=session_id, token_hash=tokens.digest(token),
-                             created_at=clock.now()))
+    session.add(
+        RefreshToken(id=clock.new_id(), session_id=session_id, token_hash=tokens.digest(token), created_at=clock.now())
+    )
     return token
 
 
 def _new_user_token(
-    session: AsyncSession, user: User, purpose: TokenPurpose, ttl: timedelta, *, data: dict[str, Any] | None = None
+    session: AsyncSession,
+    user: User,
+    purpose: TokenPurpose,
+    ttl: timedelta,
+    *,
+    data: dict[str, Any] | None = None,
 ) -> str:
     token = tokens.new_opaque_token()
     now = clock.now()
-    session.add(UserToken(id=clock.new_id(), user_id=user.id, purpose=purpose, token_hash=tokens.digest(token),
-                          data=data or {}, created_at=now, expires_at=now + ttl))
+    session.add(
+        UserToken(
+            id=clock.new_id(),
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=tokens.digest(token),
+            data=data or {},
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
     return token

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import jwt
 
@@ -50,11 +52,28 @@ def issue_access_token(secret: str, *, user_id: uuid.UUID, session_id: uuid.UUID
     return jwt.encode(payload, secret, algorithm=ALGORITHM, headers={"kid": key_id(secret)})
 
 
-def decode_access_token(secret: str, token: str) -> AccessClaims | None:
-    """Verify ``token``; returns its claims, or ``None`` when it is invalid in any way."""
+def decode_access_token(secret: str, token: str, *, now: float | None = None) -> AccessClaims | None:
+    """Verify ``token``; returns its claims, or ``None`` when it is invalid in any way or expired at ``now``
+    (Unix seconds; the current time by default).
+
+    A verified token is remembered (LRU, 20,000 entries) so that a client's repeated requests cost one
+    signature check; expiry is checked again on every call.
+    """
+    claims = _verify(secret, token)
+    if claims is None or claims.expires_at <= (time.time() if now is None else now):
+        return None
+    return claims
+
+
+@lru_cache(maxsize=20_000)
+def _verify(secret: str, token: str) -> AccessClaims | None:
     try:
         payload = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "sid", "iss", "aud", "jti"]},
         )
         return AccessClaims(uuid.UUID(payload["sub"]), uuid.UUID(payload["sid"]), int(payload["exp"]))

@@ -32,10 +32,15 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.get("/users", response_model=Page[UserRead], summary="List users (admin)")
-async def list_users(request: Request, response: Response, session: SessionDep, _: Admin, paging: PageDep,
-                     role: Role | None = None,
-                     q: Annotated[str | None, Query(max_length=200, description="Part of email or name")] = None,
-                     ) -> Page[UserRead]:
+async def list_users(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    _: Admin,
+    paging: PageDep,
+    role: Role | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of email or name")] = None,
+) -> Page[UserRead]:
     """Live users, newest first."""
     found = await users_service.list_users(session, role=role, q=q, page=paging.page, limit=paging.limit)
     return page_of(UserRead, request, response, found)
@@ -54,97 +59,157 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate, session: SessionDep,
     return UserRead.model_validate(await users_service.update_user(session, user, user_id, body))
 
 
-@router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(NotFound),
-               summary="Delete (anonymise) an account")
+@router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(NotFound),
+    summary="Delete (anonymise) an account",
+)
 async def delete_user(user_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
     """Erases personal data for good, deletes addresses and signs out everywhere; orders are kept."""
     await users_service.delete_user(session, user, user_id)
 
 
-@router.get("/users/{user_id}/addresses", response_model=Page[AddressRead], responses=problems(NotFound),
-            summary="List addresses")
-async def list_addresses(user_id: uuid.UUID, request: Request, response: Response, session: SessionDep,
-                         user: CurrentUser, paging: PageDep) -> Page[AddressRead]:
+@router.get(
+    "/users/{user_id}/addresses",
+    response_model=Page[AddressRead],
+    responses=problems(NotFound),
+    summary="List addresses",
+)
+async def list_addresses(
+    user_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: CurrentUser,
+    paging: PageDep,
+) -> Page[AddressRead]:
     """The default address first."""
     found = await users_service.list_addresses(session, user, user_id, page=paging.page, limit=paging.limit)
     return page_of(AddressRead, request, response, found)
 
 
-@router.post("/users/{user_id}/addresses", status_code=status.HTTP_201_CREATED, response_model=AddressRead,
-             responses=problems(NotFound, ValidationFailed), summary="Add an address")
+@router.post(
+    "/users/{user_id}/addresses",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AddressRead,
+    responses=problems(NotFound, ValidationFailed),
+    summary="Add an address",
+)
 async def add_address(user_id: uuid.UUID, body: AddressCreate, session: SessionDep, user: CurrentUser) -> AddressRead:
     """`country` is ISO 3166-1 alpha-2; `postal_code` must fit the country's format where one is known
     (US, GB, DE, FR, CA, NL, IT, ES, AU, JP, BR, IN)."""
     return AddressRead.model_validate(await users_service.add_address(session, user, user_id, body))
 
 
-@router.patch("/users/{user_id}/addresses/{address_id}", response_model=AddressRead,
-              responses=problems(NotFound, ValidationFailed), summary="Update an address")
+@router.patch(
+    "/users/{user_id}/addresses/{address_id}",
+    response_model=AddressRead,
+    responses=problems(NotFound, ValidationFailed),
+    summary="Update an address",
+)
 @router.put("/users/{user_id}/addresses/{address_id}", response_model=AddressRead, include_in_schema=False)
-async def update_address(user_id: uuid.UUID, address_id: uuid.UUID, body: AddressUpdate, session: SessionDep,
-                         user: CurrentUser) -> AddressRead:
+async def update_address(
+    user_id: uuid.UUID, address_id: uuid.UUID, body: AddressUpdate, session: SessionDep, user: CurrentUser
+) -> AddressRead:
     """Partial update; the postal code is re-checked when it or the country changes."""
-    return AddressRead.model_validate(
-        await users_service.update_address(session, user, user_id, address_id, body)
-    )
+    return AddressRead.model_validate(await users_service.update_address(session, user, user_id, address_id, body))
 
 
-@router.delete("/users/{user_id}/addresses/{address_id}", status_code=status.HTTP_204_NO_CONTENT,
-               responses=problems(NotFound), summary="Delete an address")
+@router.delete(
+    "/users/{user_id}/addresses/{address_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(NotFound),
+    summary="Delete an address",
+)
 async def delete_address(user_id: uuid.UUID, address_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
     """Removes the address."""
     await users_service.delete_address(session, user, user_id, address_id)
 
 
 @admin_router.get("/users", response_model=Page[UserRead], summary="List users")
-async def admin_list_users(request: Request, response: Response, session: SessionDep, _: Admin, paging: PageDep,
-                           role: Role | None = None,
-                           q: Annotated[str | None, Query(max_length=200)] = None) -> Page[UserRead]:
+async def admin_list_users(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    _: Admin,
+    paging: PageDep,
+    role: Role | None = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+) -> Page[UserRead]:
     """Same as `GET /users`."""
     found = await users_service.list_users(session, role=role, q=q, page=paging.page, limit=paging.limit)
     return page_of(UserRead, request, response, found)
 
 
-@admin_router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserRead,
-                   responses=problems(EmailTaken, Forbidden), summary="Invite a staff member")
+@admin_router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=problems(EmailTaken, Forbidden),
+    summary="Invite a staff member",
+)
 async def invite_staff(body: StaffInvite, session: SessionDep, _: Admin) -> UserRead:
     """Creates the account without a password and emails a single-use set-password link (72 h)."""
     return UserRead.model_validate(await users_service.invite_staff(session, body))
 
 
-@admin_router.put("/users/{user_id}/role", response_model=UserRead, responses=problems(NotFound),
-                  summary="Change a user's role")
+@admin_router.put(
+    "/users/{user_id}/role",
+    response_model=UserRead,
+    responses=problems(NotFound),
+    summary="Change a user's role",
+)
 async def change_role(user_id: uuid.UUID, body: RoleChange, session: SessionDep, _: Admin) -> UserRead:
     """Audited. The user's sessions are revoked so the new role applies at once."""
     return UserRead.model_validate(await users_service.change_role(session, user_id, body.role))
 
 
-@admin_router.delete("/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(NotFound),
-                     summary="Delete (anonymise) a user")
+@admin_router.delete(
+    "/users/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(NotFound),
+    summary="Delete (anonymise) a user",
+)
 async def admin_delete_user(user_id: uuid.UUID, session: SessionDep, admin: Admin) -> None:
     """Audited; same effect as the user deleting their own account."""
     await users_service.delete_user(session, admin, user_id)
 
 
-@admin_router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated,
-                   summary="Create an API key")
+@admin_router.post(
+    "/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    summary="Create an API key",
+)
 async def create_api_key(body: ApiKeyCreate, session: SessionDep, admin: Admin) -> ApiKeyCreated:
     """The `key` is shown in this response only; send it as `X-API-Key`."""
     key, secret = await users_service.create_api_key(session, admin, body)
-    return ApiKeyCreated(id=key.id, name=key.name, role=Role(key.role), prefix=key.prefix,
-                         created_at=key.created_at, key=secret)
+    return ApiKeyCreated(
+        id=key.id,
+        name=key.name,
+        role=Role(key.role),
+        prefix=key.prefix,
+        created_at=key.created_at,
+        key=secret,
+    )
 
 
 @admin_router.get("/api-keys", response_model=Page[ApiKeyRead], summary="List API keys")
-async def list_api_keys(request: Request, response: Response, session: SessionDep, _: Admin,
-                        paging: PageDep) -> Page[ApiKeyRead]:
+async def list_api_keys(
+    request: Request, response: Response, session: SessionDep, _: Admin, paging: PageDep
+) -> Page[ApiKeyRead]:
     """Keys are listed without their secrets."""
     found = await users_service.list_api_keys(session, page=paging.page, limit=paging.limit)
     return page_of(ApiKeyRead, request, response, found)
 
 
-@admin_router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(NotFound),
-                     summary="Revoke an API key")
+@admin_router.delete(
+    "/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(NotFound),
+    summary="Revoke an API key",
+)
 async def revoke_api_key(key_id: uuid.UUID, session: SessionDep, _: Admin) -> None:
     """The key stops working at once."""
     await users_service.revoke_api_key(session, key_id)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
+from mercato.db.engine import after_commit
 from mercato.db.queries import Paged
 from mercato.errors import NotFound, ValidationFailed
 from mercato.identity import emails, repository, rules, tokens
@@ -20,7 +21,6 @@ from mercato.identity.errors import EmailTaken
 from mercato.identity.models import Address, ApiKey, Role, User
 from mercato.identity.principal import Principal
 from mercato.identity.schemas import AddressCreate, AddressUpdate, ApiKeyCreate, StaffInvite, UserUpdate
-from mercato.db.engine import after_commit
 from mercato.platform import clock
 from mercato.platform.context import services_of
 
@@ -84,8 +84,17 @@ async def invite_staff(session: AsyncSession, body: StaffInvite) -> User:
     if await repository.email_exists(session, email):
         raise EmailTaken(f"An account with email {email} already exists.")
     now = clock.now()
-    user = User(id=clock.new_id(), email=email, password_hash=None, first_name=body.first_name,
-                last_name=body.last_name, role=body.role, email_verified=False, created_at=now, updated_at=now)
+    user = User(
+        id=clock.new_id(),
+        email=email,
+        password_hash=None,
+        first_name=body.first_name,
+        last_name=body.last_name,
+        role=body.role,
+        email_verified=False,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(user)
     await session.flush()
     emails.invitation(session, email, body.role, auth_service.new_invitation_token(session, user))
@@ -147,7 +156,11 @@ async def add_address(session: AsyncSession, principal: Principal, user_id: uuid
 
 
 async def update_address(
-    session: AsyncSession, principal: Principal, user_id: uuid.UUID, address_id: uuid.UUID, body: AddressUpdate
+    session: AsyncSession,
+    principal: Principal,
+    user_id: uuid.UUID,
+    address_id: uuid.UUID,
+    body: AddressUpdate,
 ) -> Address:
     """Partially update an address, re-checking the postal code against the (possibly new) country."""
     await get_user(session, principal, user_id)
@@ -169,7 +182,9 @@ async def update_address(
     return address
 
 
-async def delete_address(session: AsyncSession, principal: Principal, user_id: uuid.UUID, address_id: uuid.UUID) -> None:
+async def delete_address(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, address_id: uuid.UUID
+) -> None:
     """Delete an address."""
     await get_user(session, principal, user_id)
     address = await repository.address(session, user_id, address_id)
@@ -195,8 +210,15 @@ def _postal_code(country: str, postal_code: str | None) -> str | None:
 async def create_api_key(session: AsyncSession, principal: Principal, body: ApiKeyCreate) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the secret, which is shown once and stored only as a digest."""
     secret = tokens.new_opaque_token("mk_")
-    key = ApiKey(id=clock.new_id(), name=body.name, role=body.role, prefix=secret[:10],
-                 key_hash=tokens.digest(secret), created_by=principal.user_id, created_at=clock.now())
+    key = ApiKey(
+        id=clock.new_id(),
+        name=body.name,
+        role=body.role,
+        prefix=secret[:10],
+        key_hash=tokens.digest(secret),
+        created_by=principal.user_id,
+        created_at=clock.now(),
+    )
     session.add(key)
     await session.flush()
     audit_service.record(session, "api_key.created", "api_key", key.id, {"name": body.name, "role": body.role})

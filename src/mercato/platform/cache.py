@@ -7,6 +7,8 @@ Without Redis the memory tier is the whole cache. Entries read from the shared t
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cashews import Cache
@@ -28,6 +30,7 @@ class Caches:
         self.local = Cache()
         self.local.setup("mem://?size=200000")
         self.shared: Cache | None = None
+        self._loading: dict[str, asyncio.Future[Any]] = {}
         if redis_url:
             self.shared = Cache()
             self.shared.setup(redis_url, suppress=False)
@@ -48,6 +51,31 @@ class Caches:
         self.metrics.cache_misses.labels(name).inc()
         return None
 
+    async def get_or_load(
+        self, key: str, load: Callable[[], Awaitable[Any]], *, ttl: int, local_ttl: int, name: str = "default"
+    ) -> Any:
+        """Return the cached value, or load and store it. Concurrent misses of one key in this process share a
+        single ``load()`` call, so an expiring entry never sends a burst of identical queries to the database."""
+        value = await self.get(key, local_ttl=local_ttl, name=name)
+        if value is not None:
+            return value
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load()
+            await self.set(key, value, ttl=ttl, local_ttl=local_ttl)
+            future.set_result(value)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._loading[key]
+        return value
+
     async def set(self, key: str, value: Any, *, ttl: int, local_ttl: int) -> None:
         """Store ``value`` for ``ttl`` seconds in the shared tier and ``local_ttl`` seconds locally."""
         if self.shared is not None:
@@ -55,7 +83,8 @@ class Caches:
             if local_ttl > 0:
                 await self.local.set(key, value, expire=local_ttl)
         else:
-            await self.local.set(key, value, expire=ttl)
+            # other processes cannot delete this entry: keep it no longer than local_ttl when one is given
+            await self.local.set(key, value, expire=min(ttl, local_ttl) if local_ttl > 0 else ttl)
 
     async def delete(self, *keys: str) -> None:
         """Remove ``keys`` from both tiers."""
@@ -78,3 +107,17 @@ class Caches:
         await self.local.close()
         if self.shared is not None:
             await self.shared.close()
+
+    async def counter(self, key: str) -> int:
+        """Read a shared counter (0 when never incremented); read from Redis on every call when configured,
+        so every process sees an increment at once."""
+        store = self.shared or self.local
+        name = self.prefix + key if self.shared is not None else key
+        value = await store.get(name)
+        return int(value or 0)
+
+    async def increment(self, key: str) -> int:
+        """Atomically add one to a shared counter and return the new value."""
+        store = self.shared or self.local
+        name = self.prefix + key if self.shared is not None else key
+        return int(await store.incr(name))

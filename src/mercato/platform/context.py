@@ -43,7 +43,7 @@ class Services:
         db = Database(settings.database_url, pool_size=settings.db_pool_size)
         email: EmailBackend = (
             SmtpBackend(settings.smtp_url)
-            if settings.email_backend == "smtp" and settings.smtp_url
+            if settings.uses_smtp and settings.smtp_url
             else FileBackend(settings.data_dir / "outbox")
         )
         services = cls(settings, db, Caches(settings.redis_url, metrics=metrics, prefix=cache_prefix), metrics, email)

@@ -57,8 +57,14 @@ class SmtpBackend:
 
     async def send(self, message: EmailMessage) -> None:
         await aiosmtplib.send(
-            message, hostname=self.hostname, port=self.port, username=self.username,
-            password=self.password, use_tls=self.use_tls, start_tls=self.start_tls, timeout=30,
+            message,
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=self.start_tls,
+            timeout=30,
         )
 
 

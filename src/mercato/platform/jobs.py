@@ -11,6 +11,7 @@ must be idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -99,10 +100,8 @@ class JobRunner:
         """Stop the loop; a job being run is left to lease expiry and retried later."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def _loop(self) -> None:
@@ -114,10 +113,8 @@ class JobRunner:
             except Exception:
                 log.exception("job_runner_error")
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass
 
     async def run_due(self, *, limit: int = 1000) -> int:
         """Run up to ``limit`` due jobs one after another; returns how many were attempted."""
@@ -188,7 +185,7 @@ class JobRunner:
     async def _update_gauges(self) -> None:
         async with self.services.db.session(write=False) as session:
             rows = (await session.execute(select(Job.status, func.count()).group_by(Job.status))).all()
-        counts = {status: count for status, count in rows}
+        counts = dict(rows)
         self.services.metrics.jobs_pending.set(counts.get("queued", 0) + counts.get("running", 0))
         self.services.metrics.jobs_dead.set(counts.get("dead", 0))
 

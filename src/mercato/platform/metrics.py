@@ -16,12 +16,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "mercato_http_requests_total", "HTTP responses by route template and status",
-            ["method", "route", "status"], registry=self.registry,
+            "mercato_http_requests_total",
+            "HTTP responses by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "mercato_http_request_duration_seconds", "HTTP request latency by route template",
-            ["method", "route"], registry=self.registry,
+            "mercato_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            registry=self.registry,
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.in_flight = Gauge("mercato_http_requests_in_flight", "Requests being served", registry=self.registry)

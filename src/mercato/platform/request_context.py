@@ -19,4 +19,4 @@ class RequestContext:
     actor_id: uuid.UUID | None = None
 
 
-current: ContextVar[RequestContext] = ContextVar("mercato_request_context", default=RequestContext())
+current: ContextVar[RequestContext] = ContextVar("mercato_request_context", default=RequestContext())  # noqa: B039 - frozen

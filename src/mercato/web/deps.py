@@ -33,7 +33,7 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from /auth/l
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from /admin/api-keys.")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The app's :class:`Services`."""
     services: Services = request.app.state.services
     return services
@@ -42,7 +42,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_client_ip(request: Request, services: ServicesDep) -> str:
+async def get_client_ip(request: Request, services: ServicesDep) -> str:
     """The client's IP (see ``MERCATO_TRUSTED_PROXIES``)."""
     return client_ip(request.scope, services.settings.trusted_proxies)
 
@@ -111,10 +111,13 @@ async def _resolve_principal(
             raise Unauthorized("The API key is invalid or revoked.")
     elif cookie := request.cookies.get(ACCESS_COOKIE):
         principal = await auth_service.principal_from_access_token(services, cookie, via_cookie=True)
-    request_context.current.set(request_context.RequestContext(
-        request_id=getattr(request.state, "request_id", None), ip=ip,
-        actor_id=principal.user_id if principal else None,
-    ))
+    request_context.current.set(
+        request_context.RequestContext(
+            request_id=getattr(request.state, "request_id", None),
+            ip=ip,
+            actor_id=principal.user_id if principal else None,
+        )
+    )
     return principal
 
 
@@ -180,8 +183,9 @@ def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-async def general_rate_limit(response: Response, services: ServicesDep, ip: ClientIp,
-                             principal: ResolvedPrincipal) -> None:
+async def general_rate_limit(
+    response: Response, services: ServicesDep, ip: ClientIp, principal: ResolvedPrincipal
+) -> None:
     """The per-client limit on every ``/api/v1`` request (per user, or per IP when anonymous); sets the
     rate-limit headers on the response."""
     key = f"user:{principal.user_id}" if principal and principal.user_id else f"ip:{ip}"

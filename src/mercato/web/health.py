@@ -17,8 +17,11 @@ api_router = APIRouter(tags=["health"])
 _HEALTH = b'{"status":"ok"}'
 
 
-@router.get("/health", summary="Liveness", responses={200: {"content": {"application/json": {
-    "example": {"status": "ok"}}}}})
+@router.get(
+    "/health",
+    summary="Liveness",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def health() -> Response:
     """Always 200 while the process serves requests; touches nothing."""
     return Response(_HEALTH, media_type="application/json")

@@ -3,10 +3,12 @@ metrics and log context. Pure ASGI (not ``BaseHTTPMiddleware``) keeps the per-re
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
 import uuid
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -92,9 +94,15 @@ class RequestContextMiddleware:
                     log.exception("unhandled_error", path=scope["path"], method=scope["method"])
                     if started:
                         raise
-                    await self._send_problem(send_wrapper, scope, request_id, 500, "internal-error",
-                                             "Internal server error",
-                                             "An unexpected error occurred. Quote the request id when reporting it.")
+                    await self._send_problem(
+                        send_wrapper,
+                        scope,
+                        request_id,
+                        500,
+                        "internal-error",
+                        "Internal server error",
+                        "An unexpected error occurred. Quote the request id when reporting it.",
+                    )
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
@@ -105,19 +113,32 @@ class RequestContextMiddleware:
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _too_large(self, scope: Scope, request_id: str, send: Send) -> None:
-        await self._send_problem(send, scope, request_id, 413, "payload-too-large", "Payload too large",
-                                 f"The request body is larger than {self.max_body_bytes} bytes.")
+        await self._send_problem(
+            send,
+            scope,
+            request_id,
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"The request body is larger than {self.max_body_bytes} bytes.",
+        )
 
     @staticmethod
     async def _send_problem(
         send: Send, scope: Scope, request_id: str, status: int, code: str, title: str, detail: str
     ) -> None:
         payload = json.dumps(problem_body(request_id, scope["path"], status, code, title, detail)).encode()
-        await send({
-            "type": "http.response.start", "status": status,
-            "headers": [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode()),
-                        (b"connection", b"close")],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -144,17 +165,31 @@ def _content_length(scope: Scope) -> int | None:
         return None
 
 
+@lru_cache(maxsize=32)
+def _networks(trusted: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in trusted)
+
+
+def _trusted(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 def client_ip(scope: Scope | Any, trusted_proxies: list[str]) -> str:
-    """The client's address: the socket peer, or the last untrusted ``X-Forwarded-For`` hop when the peer is a
-    trusted proxy (``MERCATO_TRUSTED_PROXIES``)."""
-    peer = scope["client"][0] if scope.get("client") else "unknown"
-    if peer not in trusted_proxies:
-        return str(peer)
+    """The client's address: the socket peer, or, when the peer is a trusted proxy (``MERCATO_TRUSTED_PROXIES``:
+    addresses or CIDR ranges), the nearest ``X-Forwarded-For`` hop that is not itself a trusted proxy."""
+    peer = str(scope["client"][0]) if scope.get("client") else "unknown"
+    networks = _networks(tuple(trusted_proxies))
+    if not networks or not _trusted(peer, networks):
+        return peer
     forwarded = _header(scope, b"x-forwarded-for")
     if not forwarded:
-        return str(peer)
+        return peer
     hops = [h.strip() for h in forwarded.decode("latin-1").split(",") if h.strip()]
     for hop in reversed(hops):
-        if hop not in trusted_proxies:
+        if not _trusted(hop, networks):
             return hop
-    return str(peer)
+    return peer

@@ -38,7 +38,7 @@ class PageParams(BaseModel):
     limit: int
 
 
-def page_params(
+async def page_params(
     page: Annotated[int, Query(ge=1, le=1_000_000, description="1-based page number.")] = 1,
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page, 1–100.")] = 20,
 ) -> PageParams:
@@ -49,18 +49,28 @@ def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
-def page_of(model: type[T], request: Request, response: Response, paged: Paged[object]) -> Page[T]:
-    """Validate each row of ``paged`` as ``model``, wrap them in the envelope and set the ``Link`` header."""
+def envelope(model: type[T], paged: Paged[object]) -> Page[T]:
+    """Validate each row of ``paged`` as ``model`` and wrap them in the list envelope."""
     total_pages = math.ceil(paged.total / paged.limit) if paged.total else 0
-    links = []
-    if paged.page < total_pages:
-        links.append(f'<{request.url.include_query_params(page=paged.page + 1)}>; rel="next"')
-    if paged.page > 1:
-        links.append(f'<{request.url.include_query_params(page=min(paged.page - 1, max(total_pages, 1)))}>; rel="prev"')
-    if links:
-        response.headers["Link"] = ", ".join(links)
     validate = getattr(model, "model_validate")  # noqa: B009
     return Page[model](  # type: ignore[valid-type]
         data=[validate(item) for item in paged.items],
         pagination=PageInfo(page=paged.page, limit=paged.limit, total=paged.total, total_pages=total_pages),
     )
+
+
+def link_header(request: Request, page: int, limit: int, total: int) -> dict[str, str]:
+    """The RFC 8288 ``Link`` header (``next``/``prev``) for a page, or no header when there is neither."""
+    total_pages = math.ceil(total / limit) if total else 0
+    links = []
+    if page < total_pages:
+        links.append(f'<{request.url.include_query_params(page=page + 1)}>; rel="next"')
+    if page > 1:
+        links.append(f'<{request.url.include_query_params(page=min(page - 1, max(total_pages, 1)))}>; rel="prev"')
+    return {"Link": ", ".join(links)} if links else {}
+
+
+def page_of(model: type[T], request: Request, response: Response, paged: Paged[object]) -> Page[T]:
+    """:func:`envelope` plus the ``Link`` header set on ``response``."""
+    response.headers.update(link_header(request, paged.page, paged.limit, paged.total))
+    return envelope(model, paged)

@@ -36,7 +36,7 @@ _HTTP_SLUGS = {
 def problem_body(
     request_id: str | None, path: str, status: int, code: str, title: str, detail: str, **extra: Any
 ) -> dict[str, Any]:
-    """Build the problem object: ``type``, ``title``, ``status``, ``detail``, ``instance``, ``request_id`` and extras."""
+    """Build the problem object: ``type``, ``title``, ``status``, ``detail``, ``instance``, ``request_id``, extras."""
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
         "title": title,

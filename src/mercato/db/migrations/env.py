@@ -6,6 +6,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from mercato.catalog.search import include_name
 from mercato.db.base import Money, UTCDateTime
 from mercato.db.models import metadata
 
@@ -17,7 +18,7 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if type_ == "type" and isinstance(obj, Money):
-        return "sa.Numeric(12, 2)"
+        return "sa.BigInteger()"
     return False
 
 
@@ -28,6 +29,7 @@ def do_run_migrations(connection: Any) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=render_item,
+        include_name=include_name,  # the search index's tables are not models
     )
     with context.begin_transaction():
         context.run_migrations()

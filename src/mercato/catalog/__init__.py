@@ -1,0 +1,1 @@
+"""Products, variants, categories, attributes, images and search."""

@@ -1,0 +1,261 @@
+"""Category and attribute use cases: the tree (list, nest, move without cycles), soft delete with reassignment,
+restore; attribute definitions and their allowed values."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mercato.audit import service as audit_service
+from mercato.catalog import cache, repository, rules, search
+from mercato.catalog.errors import CategoryCycle, CategoryInUse, CategoryNotFound, DuplicateValue
+from mercato.catalog.models import Attribute, AttributeValue, Category
+from mercato.catalog.schemas import (
+    AttributeCreate,
+    AttributeRead,
+    AttributeValueRead,
+    CategoryCreate,
+    CategoryRead,
+    CategoryUpdate,
+)
+from mercato.db.queries import Paged
+from mercato.errors import NotFound, ValidationFailed
+from mercato.platform import clock
+
+
+async def tree(session: AsyncSession) -> list[CategoryRead]:
+    """The live categories nested under their parents (``children`` filled), roots first by position."""
+    nodes = {
+        c.id: CategoryRead.model_validate(c).model_copy(update={"children": []})
+        for c in await repository.categories(session)
+    }
+    roots: list[CategoryRead] = []
+    for node in nodes.values():
+        parent = nodes.get(node.parent_id) if node.parent_id else None
+        if parent is not None and parent.children is not None:
+            parent.children.append(node)
+        else:
+            roots.append(node)
+    return roots
+
+
+async def flat(session: AsyncSession, *, deleted: bool = False) -> Sequence[Category]:
+    """Live (or deleted) categories by position, then name."""
+    return await repository.categories(session, deleted=deleted)
+
+
+async def get(session: AsyncSession, id_or_slug: str) -> Category:
+    """A live category by id or slug.
+
+    Raises:
+        CategoryNotFound.
+    """
+    category = await repository.category(session, id_or_slug)
+    if category is None:
+        raise CategoryNotFound(f"No category {id_or_slug!r}.")
+    return category
+
+
+async def create(session: AsyncSession, body: CategoryCreate) -> Category:
+    """Create a category.
+
+    Raises:
+        UnknownCategory-like ValidationFailed (``parent_id`` unknown), DuplicateValue (slug taken).
+    """
+    if body.parent_id is not None and await repository.category(session, body.parent_id) is None:
+        raise ValidationFailed(f"No category {body.parent_id}.", field="parent_id")
+    slug = body.slug or await _free_slug(session, body.name)
+    if await repository.slug_taken(session, Category, slug):
+        raise DuplicateValue(f"The slug {slug!r} is already used.")
+    now = clock.now()
+    category = Category(
+        id=clock.new_id(),
+        name=body.name,
+        slug=slug,
+        description=body.description,
+        parent_id=body.parent_id,
+        image_url=body.image_url,
+        position=body.position,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(category)
+    await session.flush()
+    cache.invalidate_after_commit(session)
+    return category
+
+
+async def update(session: AsyncSession, id_or_slug: str, body: CategoryUpdate) -> Category:
+    """Partially update a category; a new ``parent_id`` may not be the category or one of its descendants.
+
+    Raises:
+        CategoryNotFound, ValidationFailed (unknown parent), CategoryCycle (409), DuplicateValue (slug).
+    """
+    category = await get(session, id_or_slug)
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name") is None and "name" in changes:
+        raise ValidationFailed("name cannot be null.", field="name")
+    if "parent_id" in changes and changes["parent_id"] is not None:
+        parent_id = changes["parent_id"]
+        if await repository.category(session, parent_id) is None:
+            raise ValidationFailed(f"No category {parent_id}.", field="parent_id")
+        if parent_id in rules.descendants(category.id, await repository.category_parents(session)):
+            raise CategoryCycle("A category cannot be moved under itself or one of its descendants.")
+    if changes.get("slug") and await repository.slug_taken(session, Category, changes["slug"], exclude=category.id):
+        raise DuplicateValue(f"The slug {changes['slug']!r} is already used.")
+    for name, value in changes.items():
+        if name == "slug" and value is None:
+            continue
+        setattr(category, name, value)
+    category.updated_at = clock.now()
+    await session.flush()
+    if "name" in changes:
+        await search.reindex_categories(session, [category.id])
+    cache.invalidate_after_commit(session)
+    return category
+
+
+async def delete(session: AsyncSession, id_or_slug: str, *, reassign_to: str | None) -> None:
+    """Soft-delete a category and its subcategories.
+
+    Products in them block the deletion (409) unless ``reassign_to`` names a live category outside the deleted
+    subtree, which receives them. Raises:
+        CategoryNotFound, CategoryInUse, ValidationFailed (bad ``reassign_to``).
+    """
+    category = await get(session, id_or_slug)
+    subtree = rules.descendants(category.id, await repository.category_parents(session))
+    if await repository.products_in_categories(session, subtree):
+        if reassign_to is None:
+            raise CategoryInUse("The category holds products; pass ?reassign_to=<category id> to move them.")
+        target = await repository.category(session, reassign_to)
+        if target is None or target.id in subtree:
+            raise ValidationFailed(
+                "reassign_to must name a live category outside the deleted one.", loc=["query", "reassign_to"]
+            )
+        await repository.reassign_products(session, subtree, target.id)
+        await search.reindex_categories(session, [target.id])
+    now = clock.now()
+    for node in await repository.categories(session):
+        if node.id in subtree:
+            node.deleted_at = now
+            node.updated_at = now
+    audit_service.record(
+        session,
+        "category.deleted",
+        "category",
+        category.id,
+        {"name": category.name, "subtree": len(subtree), "reassigned_to": reassign_to},
+    )
+    cache.invalidate_after_commit(session)
+
+
+async def restore(session: AsyncSession, id_or_slug: str) -> Category:
+    """Restore a deleted category (and its parent chain stays as it was; a deleted parent makes it a root).
+
+    Raises:
+        CategoryNotFound.
+    """
+    category = await repository.category(session, id_or_slug, deleted=True)
+    if category is None:
+        raise CategoryNotFound(f"No deleted category {id_or_slug!r}.")
+    if category.parent_id is not None and await repository.category(session, category.parent_id) is None:
+        category.parent_id = None
+    category.deleted_at = None
+    category.updated_at = clock.now()
+    audit_service.record(session, "category.restored", "category", category.id, {"name": category.name})
+    await search.reindex_categories(session, [category.id])
+    cache.invalidate_after_commit(session)
+    return category
+
+
+async def _free_slug(session: AsyncSession, name: str) -> str:
+    base = rules.slugify(name)
+    taken = await repository.slugs_like(session, Category, base)
+    n = 2
+    slug = base
+    while slug in taken:
+        slug = f"{base}-{n}"
+        n += 1
+    return slug
+
+
+# --- attributes -----------------------------------------------------------------------------------------------
+
+
+async def list_attributes(session: AsyncSession, *, page: int, limit: int) -> Paged[AttributeRead]:
+    """Attribute definitions with their values."""
+    found = await repository.attributes(session, page=page, limit=limit)
+    values = await repository.attribute_values(session, [a.id for a in found.items])
+    return Paged([_attribute_read(a, values) for a in found.items], found.total, page, limit)
+
+
+async def create_attribute(session: AsyncSession, body: AttributeCreate) -> AttributeRead:
+    """Create an attribute and its initial values.
+
+    Raises:
+        DuplicateValue: the slug is taken, or a value repeats.
+    """
+    slug = body.slug or rules.slugify(body.name)
+
+    if await repository.attribute_by_slug(session, slug) is not None:
+        raise DuplicateValue(f"An attribute {slug!r} already exists.")
+    now = clock.now()
+    attribute = Attribute(id=clock.new_id(), name=body.name, slug=slug, created_at=now, updated_at=now)
+    session.add(attribute)
+    values = [_value(attribute.id, v, i) for i, v in enumerate(body.values)]
+    if len({v.slug for v in values}) != len(values):
+        raise DuplicateValue("A value appears twice.")
+    session.add_all(values)
+    await session.flush()
+    return _attribute_read(attribute, values)
+
+
+async def add_value(session: AsyncSession, attribute_id: uuid.UUID, value: str) -> AttributeRead:
+    """Add an allowed value to an attribute.
+
+    Raises:
+        NotFound (no such attribute), DuplicateValue (value exists).
+    """
+    attribute = await repository.attribute(session, attribute_id)
+    if attribute is None:
+        raise NotFound("No such attribute.")
+    existing = list(await repository.attribute_values(session, [attribute.id]))
+    new = _value(attribute.id, value, len(existing))
+    if any(v.slug == new.slug for v in existing):
+        raise DuplicateValue(f"{value!r} is already a value of {attribute.name}.")
+    session.add(new)
+    await session.flush()
+    return _attribute_read(attribute, [*existing, new])
+
+
+async def values_of(session: AsyncSession, attribute_id: uuid.UUID) -> AttributeRead:
+    """One attribute with its values.
+
+    Raises:
+        NotFound.
+    """
+    attribute = await repository.attribute(session, attribute_id)
+    if attribute is None:
+        raise NotFound("No such attribute.")
+    return _attribute_read(attribute, await repository.attribute_values(session, [attribute.id]))
+
+
+def _value(attribute_id: uuid.UUID, value: str, position: int) -> AttributeValue:
+    return AttributeValue(
+        id=clock.new_id(),
+        attribute_id=attribute_id,
+        value=value,
+        slug=rules.slugify(value),
+        position=position,
+    )
+
+
+def _attribute_read(attribute: Attribute, values: Sequence[AttributeValue]) -> AttributeRead:
+    return AttributeRead(
+        id=attribute.id,
+        name=attribute.name,
+        slug=attribute.slug,
+        values=[AttributeValueRead.model_validate(v) for v in values if v.attribute_id == attribute.id],
+    )

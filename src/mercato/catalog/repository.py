@@ -1,0 +1,380 @@
+"""Every catalog query. Relationships are loaded explicitly (``lazy="raise"`` everywhere), so a page of
+products costs a fixed number of queries whatever its size."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload, selectinload
+
+from mercato.catalog.models import (
+    Attribute,
+    AttributeValue,
+    Category,
+    Product,
+    ProductImage,
+    ProductStatus,
+    ProductVariant,
+)
+from mercato.db.queries import Paged, paged
+from mercato.inventory.models import InventoryItem
+
+SORTS: dict[str, Any] = {
+    "price": Product.price,
+    "rating": Product.rating_average,
+    "popularity": Product.units_sold_30d,
+    "created_at": Product.created_at,
+    "name": Product.name,
+}
+
+
+@dataclass(frozen=True)
+class ProductFilter:
+    """Filters of ``GET /products``; ``category_ids`` already holds the category and its descendants."""
+
+    category_ids: set[uuid.UUID] | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    q: str | None = None
+    brand: str | None = None
+    vendor_id: uuid.UUID | None = None
+    in_stock: bool | None = None
+    statuses: tuple[str, ...] = (ProductStatus.active,)
+    ids: Sequence[uuid.UUID] | None = None
+
+
+def _with_relations(query: Select[Any]) -> Select[Any]:
+    return query.options(selectinload(Product.variants), selectinload(Product.images), joinedload(Product.category))
+
+
+async def reload(session: AsyncSession, product: Product) -> Product:
+    """Re-read ``product`` (flushed) with variants, images and category loaded."""
+    await session.flush()
+    query = _with_relations(select(Product).where(Product.id == product.id))
+    found: Product = (await session.execute(query.execution_options(populate_existing=True))).unique().scalar_one()
+    return found
+
+
+async def product(
+    session: AsyncSession, id_or_slug: str | uuid.UUID, *, deleted: bool = False, for_update: bool = False
+) -> Product | None:
+    """A product by id, else by slug (API.md: ``{id}`` is tried as an id first), with variants, images and
+    category loaded. ``deleted`` selects soft-deleted products instead of live ones."""
+    condition = Product.deleted_at.is_not(None) if deleted else Product.deleted_at.is_(None)
+    product_id = _as_uuid(id_or_slug)
+    query = _with_relations(select(Product).where(condition))
+    if for_update:
+        query = query.with_for_update(of=Product)
+    found: Product | None = None
+    if product_id is not None:
+        found = (await session.execute(query.where(Product.id == product_id))).unique().scalar_one_or_none()
+    if found is None:
+        found = (await session.execute(query.where(Product.slug == str(id_or_slug)))).unique().scalar_one_or_none()
+    return found
+
+
+def _as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _filtered(filters: ProductFilter) -> Select[Any]:
+    query = select(Product).where(Product.deleted_at.is_(None), Product.status.in_(filters.statuses))
+    if filters.ids is not None:
+        query = query.where(Product.id.in_(filters.ids))
+    if filters.category_ids is not None:
+        query = query.where(Product.category_id.in_(filters.category_ids))
+    if filters.min_price is not None:
+        query = query.where(Product.price >= filters.min_price)
+    if filters.max_price is not None:
+        query = query.where(Product.price <= filters.max_price)
+    if filters.brand:
+        query = query.where(func.lower(Product.brand) == filters.brand.lower())
+    if filters.vendor_id:
+        query = query.where(Product.vendor_id == filters.vendor_id)
+    if filters.q:
+        like = f"%{_escape_like(filters.q.lower())}%"
+        query = query.where(
+            or_(
+                func.lower(Product.name).like(like, escape="\\"),
+                func.lower(Product.brand).like(like, escape="\\"),
+            )
+        )
+    if filters.in_stock is not None:
+        available = exists().where(
+            InventoryItem.product_id == Product.id,
+            InventoryItem.on_hand - InventoryItem.reserved > 0,
+            # a product with variants is in stock through its variants only
+            or_(
+                InventoryItem.variant_id.is_not(None),
+                ~exists().where(ProductVariant.product_id == Product.id),
+            ),
+        )
+        query = query.where(available if filters.in_stock else ~available)
+    return query
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_products(
+    session: AsyncSession, filters: ProductFilter, *, sort: str, page: int, limit: int
+) -> Paged[Product]:
+    """A page of products matching ``filters``, ordered by ``sort`` (a key of :data:`SORTS`, ``-`` for
+    descending; ties broken by id), with relations loaded."""
+    column = SORTS[sort.lstrip("-")]
+    order = [column.desc(), Product.id.desc()] if sort.startswith("-") else [column.asc(), Product.id.asc()]
+    total = await session.scalar(select(func.count()).select_from(_filtered(filters).subquery()))
+    rows = (
+        (
+            await session.execute(
+                _with_relations(_filtered(filters)).order_by(*order).limit(limit).offset((page - 1) * limit)
+            )
+        )
+        .unique()
+        .scalars()
+        .all()
+    )
+    return Paged(rows, int(total or 0), page, limit)
+
+
+async def deleted_products(session: AsyncSession, *, page: int, limit: int) -> Paged[Product]:
+    """Soft-deleted products, most recently deleted first."""
+    query = _with_relations(select(Product).where(Product.deleted_at.is_not(None)))
+    total = await session.scalar(select(func.count()).select_from(Product).where(Product.deleted_at.is_not(None)))
+    rows = (
+        (await session.execute(query.order_by(Product.deleted_at.desc()).limit(limit).offset((page - 1) * limit)))
+        .unique()
+        .scalars()
+        .all()
+    )
+    return Paged(rows, int(total or 0), page, limit)
+
+
+async def slug_taken(
+    session: AsyncSession,
+    model: type[Product] | type[Category],
+    slug: str,
+    *,
+    exclude: uuid.UUID | None = None,
+) -> bool:
+    """True when a row of ``model`` (deleted ones included) uses ``slug``."""
+    query = select(model.id).where(model.slug == slug)
+    if exclude is not None:
+        query = query.where(model.id != exclude)
+    return (await session.scalar(query.limit(1))) is not None
+
+
+async def slugs_like(session: AsyncSession, model: type[Product] | type[Category], base: str) -> set[str]:
+    """Slugs equal to ``base`` or ``base-<n>``."""
+    rows = await session.execute(select(model.slug).where(or_(model.slug == base, model.slug.like(f"{base}-%"))))
+    return set(rows.scalars())
+
+
+async def skus_taken(
+    session: AsyncSession,
+    skus: Iterable[str],
+    *,
+    exclude_product: uuid.UUID | None = None,
+    exclude_variant: uuid.UUID | None = None,
+) -> set[str]:
+    """Which of ``skus`` are already used by a product or a variant (the SKU space is shared)."""
+    wanted = list(skus)
+    if not wanted:
+        return set()
+    product_q = select(Product.sku).where(Product.sku.in_(wanted))
+    if exclude_product is not None:
+        product_q = product_q.where(Product.id != exclude_product)
+    variant_q = select(ProductVariant.sku).where(ProductVariant.sku.in_(wanted))
+    if exclude_variant is not None:
+        variant_q = variant_q.where(ProductVariant.id != exclude_variant)
+    found = set((await session.execute(product_q)).scalars()) | set((await session.execute(variant_q)).scalars())
+    return {s for s in found if s}
+
+
+async def variant(session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID) -> ProductVariant | None:
+    """The variant ``variant_id`` of ``product_id``."""
+    found = await session.get(ProductVariant, variant_id)
+    return found if found is not None and found.product_id == product_id else None
+
+
+async def category_parents(session: AsyncSession) -> dict[uuid.UUID, uuid.UUID | None]:
+    """Every live category's parent (the tree is small: one query)."""
+    rows = await session.execute(select(Category.id, Category.parent_id).where(Category.deleted_at.is_(None)))
+    return {row[0]: row[1] for row in rows}
+
+
+async def category(session: AsyncSession, id_or_slug: str | uuid.UUID, *, deleted: bool = False) -> Category | None:
+    """A category by id or slug."""
+    condition = Category.deleted_at.is_not(None) if deleted else Category.deleted_at.is_(None)
+    category_id = _as_uuid(id_or_slug)
+    if category_id is not None:
+        found = (
+            await session.execute(select(Category).where(condition, Category.id == category_id))
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
+    return (
+        await session.execute(select(Category).where(condition, Category.slug == str(id_or_slug)))
+    ).scalar_one_or_none()
+
+
+async def categories(session: AsyncSession, *, deleted: bool = False) -> Sequence[Category]:
+    """All live (or all deleted) categories ordered by position then name."""
+    condition = Category.deleted_at.is_not(None) if deleted else Category.deleted_at.is_(None)
+    return (
+        (await session.execute(select(Category).where(condition).order_by(Category.position, Category.name)))
+        .scalars()
+        .all()
+    )
+
+
+async def products_in_categories(session: AsyncSession, category_ids: Iterable[uuid.UUID]) -> int:
+    """How many live products sit directly in these categories."""
+    ids = list(category_ids)
+    count = await session.scalar(
+        select(func.count()).select_from(Product).where(Product.category_id.in_(ids), Product.deleted_at.is_(None))
+    )
+    return int(count or 0)
+
+
+async def reassign_products(session: AsyncSession, from_ids: Iterable[uuid.UUID], to_id: uuid.UUID | None) -> None:
+    """Move the products of some categories to another."""
+
+    await session.execute(update(Product).where(Product.category_id.in_(list(from_ids))).values(category_id=to_id))
+
+
+async def attributes(session: AsyncSession, *, page: int, limit: int) -> Paged[Attribute]:
+    """Attribute definitions by name."""
+    return await paged(session, select(Attribute).order_by(Attribute.name), page=page, limit=limit)
+
+
+async def attribute(session: AsyncSession, attribute_id: uuid.UUID) -> Attribute | None:
+    """One attribute definition."""
+    return await session.get(Attribute, attribute_id)
+
+
+async def attribute_by_slug(session: AsyncSession, slug: str) -> Attribute | None:
+    """The attribute with ``slug``."""
+    return (await session.execute(select(Attribute).where(Attribute.slug == slug))).scalar_one_or_none()
+
+
+async def attribute_values(session: AsyncSession, attribute_ids: Iterable[uuid.UUID]) -> Sequence[AttributeValue]:
+    """Allowed values of the given attributes, in position order."""
+    ids = list(attribute_ids)
+    if not ids:
+        return []
+    return (
+        (
+            await session.execute(
+                select(AttributeValue)
+                .where(AttributeValue.attribute_id.in_(ids))
+                .order_by(AttributeValue.position, AttributeValue.value)
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
+async def public_catalog(
+    session: AsyncSession,
+    *,
+    category_ids: set[uuid.UUID] | None,
+    min_price: Decimal | None,
+    max_price: Decimal | None,
+    search: str | None,
+    page: int,
+    limit: int,
+) -> tuple[Sequence[Product], int]:
+    """Active products for source 001's ``/catalog`` (no relations needed), newest first, and the total."""
+    query = select(Product).where(Product.deleted_at.is_(None), Product.status == ProductStatus.active)
+    if category_ids is not None:
+        query = query.where(Product.category_id.in_(category_ids))
+    if min_price is not None:
+        query = query.where(Product.price >= min_price)
+    if max_price is not None:
+        query = query.where(Product.price <= max_price)
+    if search:
+        like = f"%{_escape_like(search.lower())}%"
+        query = query.where(
+            or_(
+                func.lower(Product.name).like(like, escape="\\"),
+                func.lower(Product.sku).like(like, escape="\\"),
+            )
+        )
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = (
+        (
+            await session.execute(
+                query.order_by(Product.created_at.desc(), Product.id.desc()).limit(limit).offset((page - 1) * limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return rows, int(total or 0)
+
+
+async def max_image_position(session: AsyncSession, product_id: uuid.UUID) -> int:
+    """The highest image position of a product (-1 without images)."""
+    value = await session.scalar(select(func.max(ProductImage.position)).where(ProductImage.product_id == product_id))
+    return -1 if value is None else int(value)
+
+
+async def products_by_sku(session: AsyncSession, skus: Iterable[str]) -> dict[str, uuid.UUID]:
+    """Ids of the products (soft-deleted included) whose SKU is one of ``skus``, keyed by SKU."""
+    wanted = list(skus)
+    found: dict[str, uuid.UUID] = {}
+    for start in range(0, len(wanted), 500):
+        rows = await session.execute(
+            select(Product.sku, Product.id).where(Product.sku.in_(wanted[start : start + 500]))
+        )
+        found.update({sku: pid for sku, pid in rows if sku is not None})
+    return found
+
+
+async def add_remote_images(
+    session: AsyncSession,
+    product_id: uuid.UUID,
+    images: Sequence[tuple[str, str | None, str | None]],
+    *,
+    replace: bool = False,
+    start: int | None = None,
+) -> None:
+    """Attach images that stay at remote URLs (``(url, thumbnail_url, alt)``) from position ``start``
+    (default: after the product's last image); ``replace`` first removes its remote images (uploads, which
+    have a ``storage_key``, are kept). The rows are added to the session and written at its next flush."""
+    from sqlalchemy import delete
+
+    from mercato.platform import clock
+
+    if replace:
+        await session.execute(
+            delete(ProductImage).where(ProductImage.product_id == product_id, ProductImage.storage_key.is_(None))
+        )
+    if start is None:
+        start = await max_image_position(session, product_id) + 1
+    session.add_all(
+        ProductImage(
+            id=clock.new_id(),
+            product_id=product_id,
+            url=url,
+            thumbnail_url=thumbnail_url,
+            alt=alt,
+            position=start + index,
+            created_at=clock.now(),
+        )
+        for index, (url, thumbnail_url, alt) in enumerate(images)
+    )

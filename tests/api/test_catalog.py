@@ -1,0 +1,442 @@
+"""Products, variants, categories, attributes, the public catalog, caching and conditional requests."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mercato.catalog.models import Category, Product, ProductVariant
+from mercato.inventory.models import InventoryItem
+from mercato.platform.context import Services
+from tests.conftest import bearer, make_admin, register
+
+P = "/api/v1/products"
+
+
+async def count(services: Services, model: type, *where: Any) -> int:
+    async with services.db.session(write=False) as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+@pytest.fixture
+async def admin(services: Services, client: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await make_admin(services, client))
+
+
+async def create(client: httpx.AsyncClient, admin: dict[str, str], **fields: Any) -> dict[str, Any]:
+    body = {"name": f"Thing {uuid.uuid4().hex[:6]}", "price": "10.00", "status": "active", **fields}
+    response = await client.post(P, json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def category(client: httpx.AsyncClient, admin: dict[str, str], name: str, parent: str | None = None) -> str:
+    response = await client.post("/api/v1/categories", json={"name": name, "parent_id": parent}, headers=admin)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def test_create_and_read_product_with_variants(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    tees = await category(client, admin, "T-shirts")
+    created = await create(
+        client,
+        admin,
+        name="Monospace Tee",
+        sku="TEE-MONO",
+        price=24,
+        category_id=tees,
+        brand="Saleor",
+        tags=["tee", "cotton"],
+        weight_grams=180,
+        variants=[
+            {"sku": "TEE-MONO-S", "name": "S", "options": {"size": "S"}, "stock": 5},
+            {
+                "sku": "TEE-MONO-L",
+                "name": "L",
+                "options": {"size": "L"},
+                "price_modifier": "2.50",
+                "stock": 3,
+            },
+        ],
+    )
+    assert created["slug"] == "monospace-tee"
+    assert created["price"] == "24.00"
+    assert created["currency"] == "USD"
+    assert created["stock"] == 8 and created["in_stock"] is True
+    assert created["category"] == {"id": tees, "name": "T-shirts", "slug": "t-shirts"}
+    assert [(v["sku"], v["price"], v["stock"]) for v in created["variants"]] == [
+        ("TEE-MONO-S", "24.00", 5),
+        ("TEE-MONO-L", "26.50", 3),
+    ]
+    by_slug = await client.get(f"{P}/monospace-tee")
+    by_id = await client.get(f"{P}/{created['id']}")
+    assert by_slug.status_code == by_id.status_code == 200
+    assert by_slug.json() == by_id.json()
+    assert by_id.json()["rating_average"] == "0.00"
+    assert await count(services, InventoryItem) == 2  # one row per variant, none for the product itself
+    variants = await client.get(f"{P}/{created['id']}/variants")
+    assert [v["name"] for v in variants.json()["data"]] == ["S", "L"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"price": -1}, "price"),
+        ({"price": "abc"}, "price"),
+        ({"price": "10.999"}, "price"),
+        ({"name": ""}, "name"),
+        ({"slug": "search"}, "slug"),
+        ({"slug": "Not A Slug"}, "slug"),
+        ({"category_id": str(uuid.uuid4())}, "category_id"),
+        ({"status": "published"}, "status"),
+        ({"stock": -3}, "stock"),
+        ({"vendor_id": str(uuid.uuid4())}, "vendor_id"),
+    ],
+)
+async def test_bad_product_input_is_422_and_writes_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, body: dict, field: str
+) -> None:
+    response = await client.post(P, json={"name": "Mug", "price": "9.00", **body}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][1] == field
+    assert await count(services, Product) == 0
+    assert await count(services, InventoryItem) == 0
+
+
+async def test_duplicate_sku_and_slug_are_409(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    await create(client, admin, name="Mug", sku="MUG-1", slug="mug")
+    same_sku = await client.post(P, json={"name": "Other", "price": 1, "sku": "MUG-1"}, headers=admin)
+    same_slug = await client.post(P, json={"name": "Other", "price": 1, "slug": "mug"}, headers=admin)
+    variant_clash = await client.post(
+        P, json={"name": "Other", "price": 1, "variants": [{"sku": "MUG-1", "name": "x"}]}, headers=admin
+    )
+    repeated = await client.post(
+        P,
+        json={
+            "name": "Other",
+            "price": 1,
+            "variants": [{"sku": "A-1", "name": "x"}, {"sku": "A-1", "name": "y"}],
+        },
+        headers=admin,
+    )
+    assert [r.status_code for r in (same_sku, same_slug, variant_clash, repeated)] == [409, 409, 409, 409]
+    assert await count(services, Product) == 1
+    assert await count(services, ProductVariant) == 0
+    second = await create(client, admin, name="Mug")  # slug generated around the taken one
+    assert second["slug"] == "mug-2"
+
+
+async def test_customers_cannot_write_products(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    product = await create(client, admin, name="Lamp")
+    customer = bearer(await register(client))
+    for method, path, body in [
+        ("POST", P, {"name": "x", "price": 1}),
+        ("PATCH", f"{P}/{product['id']}", {"price": 1}),
+        ("DELETE", f"{P}/{product['id']}", None),
+        ("POST", f"{P}/bulk", {"operations": [{"op": "delete", "id": product["id"]}]}),
+        ("POST", "/api/v1/categories", {"name": "c"}),
+    ]:
+        response = await client.request(method, path, json=body, headers=customer)
+        assert response.status_code == 403, (method, path)
+    assert (await client.get(f"{P}/{product['id']}")).json()["price"] == "10.00"
+    assert await count(services, Product) == 1 and await count(services, Category) == 0
+
+
+async def test_only_active_products_are_public(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    draft = await create(client, admin, name="Secret", status="draft")
+    await create(client, admin, name="Public")
+    client.cookies.clear()
+    assert (await client.get(f"{P}/{draft['id']}")).status_code == 404
+    listed = await client.get(P)
+    assert [p["name"] for p in listed.json()["data"]] == ["Public"]
+    assert (await client.get(P, params={"status": "draft"})).status_code == 403
+    staff = await client.get(P, params={"status": "draft"}, headers=admin)
+    assert [p["name"] for p in staff.json()["data"]] == ["Secret"]
+    assert (await client.get(f"{P}/{draft['id']}", headers=admin)).status_code == 200
+
+
+async def test_list_filters_sorting_and_pagination(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    clothes = await category(client, admin, "Clothes")
+    shoes = await category(client, admin, "Shoes", parent=clothes)
+    await create(client, admin, name="Boot", price="80.00", category_id=shoes, brand="Acme", stock=2)
+    await create(client, admin, name="Sock", price="5.00", category_id=clothes, brand="Acme", stock=0)
+    await create(client, admin, name="Hat", price="20.00", brand="Other", stock=7)
+
+    async def names(**params: Any) -> list[str]:
+        response = await client.get(P, params=params)
+        assert response.status_code == 200, response.text
+        return [p["name"] for p in response.json()["data"]]
+
+    assert await names(category_id=clothes, sort="name") == ["Boot", "Sock"]  # includes the subcategory
+    assert await names(category_id="shoes") == ["Boot"]
+    assert await names(min_price="10", max_price="50") == ["Hat"]
+    assert await names(brand="acme", sort="-price") == ["Boot", "Sock"]
+    assert await names(in_stock="true", sort="price") == ["Hat", "Boot"]
+    assert await names(in_stock="false") == ["Sock"]
+    assert await names(q="oo", sort="name") == ["Boot"]
+    assert await names(sort="price") == ["Sock", "Hat", "Boot"]
+    first = await client.get(P, params={"sort": "name", "limit": 2})
+    assert first.json()["pagination"] == {"page": 1, "limit": 2, "total": 3, "total_pages": 2}
+    assert 'rel="next"' in first.headers["link"]
+    assert await names(sort="name", limit=2, page=2) == ["Sock"]
+    assert (await client.get(P, params={"category_id": str(uuid.uuid4())})).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 101},
+        {"page": 0},
+        {"min_price": "50", "max_price": "10"},
+        {"sort": "password"},
+        {"min_price": "-1"},
+        {"in_stock": "maybe"},
+        {"vendor_id": "1; DROP TABLE products"},
+        {"q": "x" * 500},
+    ],
+)
+async def test_bad_list_parameters_are_422(client: httpx.AsyncClient, params: dict) -> None:
+    response = await client.get(P, params=params)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_sql_metacharacters_in_ids_and_filters(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    await create(client, admin, name="Safe")
+    for path in [f"{P}/1' OR '1'='1", f"{P}/%27%3B--", "/api/v1/categories/' OR 1=1 --"]:
+        assert (await client.get(path)).status_code == 404
+    weird = await client.get(P, params={"q": "%' OR 1=1 --", "brand": "'; DROP TABLE products; --"})
+    assert weird.status_code == 200
+    assert weird.json()["data"] == []
+    assert (await client.get(P)).json()["pagination"]["total"] == 1
+
+
+async def test_update_with_if_match_and_etag(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    product = await create(client, admin, name="Kettle", stock=4)
+    read = await client.get(f"{P}/{product['id']}")
+    etag = read.headers["etag"]
+    assert (await client.get(f"{P}/{product['id']}", headers={"If-None-Match": etag})).status_code == 304
+    stale = await client.patch(
+        f"{P}/{product['id']}", json={"price": "12.00"}, headers={**admin, "If-Match": '"not-the-tag"'}
+    )
+    assert stale.status_code == 412
+    assert (await client.get(f"{P}/{product['id']}")).json()["price"] == "10.00"
+    ok = await client.patch(
+        f"{P}/{product['id']}", json={"price": "12.00", "stock": 9}, headers={**admin, "If-Match": etag}
+    )
+    assert ok.status_code == 200
+    assert ok.json()["price"] == "12.00" and ok.json()["stock"] == 9
+    after = await client.get(f"{P}/{product['id']}", headers={"If-None-Match": etag})
+    assert after.status_code == 200  # the cache was invalidated by the write
+    assert after.json()["price"] == "12.00"
+    put = await client.put(f"{P}/{product['id']}", json={"name": "Kettle Pro"}, headers=admin)
+    assert put.json()["name"] == "Kettle Pro" and put.json()["price"] == "12.00"
+
+
+async def test_list_etag_and_cache_invalidation(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    await create(client, admin, name="One")
+    first = await client.get(P)
+    assert (await client.get(P, headers={"If-None-Match": first.headers["etag"]})).status_code == 304
+    await create(client, admin, name="Two")
+    second = await client.get(P, headers={"If-None-Match": first.headers["etag"]})
+    assert second.status_code == 200
+    assert {p["name"] for p in second.json()["data"]} == {"One", "Two"}
+
+
+async def test_soft_delete_and_restore(client: httpx.AsyncClient, admin: dict[str, str], services: Services) -> None:
+    product = await create(client, admin, name="Chair")
+    assert (await client.delete(f"{P}/{product['id']}", headers=admin)).status_code == 204
+    assert (await client.get(f"{P}/{product['id']}")).status_code == 404
+    assert (await client.get(P)).json()["data"] == []
+    deleted = await client.get(f"{P}/deleted", headers=admin)
+    assert [p["id"] for p in deleted.json()["data"]] == [product["id"]]
+    restored = await client.post(f"{P}/{product['id']}/restore", headers=admin)
+    assert restored.status_code == 200
+    assert (await client.get(f"{P}/{product['id']}")).status_code == 200
+    assert await count(services, Product) == 1
+
+
+async def test_variants_crud(client: httpx.AsyncClient, admin: dict[str, str], services: Services) -> None:
+    product = await create(client, admin, name="Hoodie", price="40.00", variants=[{"sku": "H-S", "name": "S"}])
+    added = await client.post(
+        f"{P}/{product['id']}/variants",
+        headers=admin,
+        json={"sku": "H-M", "name": "M", "price_modifier": "-5", "stock": 2},
+    )
+    assert added.status_code == 201
+    assert added.json()["price"] == "35.00" and added.json()["stock"] == 2
+    dup = await client.post(f"{P}/{product['id']}/variants", headers=admin, json={"sku": "H-S", "name": "again"})
+    assert dup.status_code == 409
+    vid = added.json()["id"]
+    updated = await client.put(f"{P}/{product['id']}/variants/{vid}", headers=admin, json={"stock": 6})
+    assert updated.status_code == 200 and updated.json()["stock"] == 6
+    assert (await client.get(f"{P}/{product['id']}")).json()["stock"] == 6
+    assert (await client.delete(f"{P}/{product['id']}/variants/{vid}", headers=admin)).status_code == 204
+    assert await count(services, ProductVariant) == 1
+    assert await count(services, InventoryItem) == 1
+
+
+async def test_bulk_is_all_or_nothing(client: httpx.AsyncClient, admin: dict[str, str], services: Services) -> None:
+    existing = await create(client, admin, name="Old", sku="OLD-1")
+    failing = await client.post(
+        f"{P}/bulk",
+        headers=admin,
+        json={
+            "operations": [
+                {"op": "create", "data": {"name": "New A", "price": "1.00", "sku": "NEW-A"}},
+                {"op": "create", "data": {"name": "New B", "price": "-1"}},
+                {"op": "update", "id": existing["id"], "data": {"price": "2.00"}},
+                {"op": "create", "data": {"name": "Clash", "price": "1.00", "sku": "OLD-1"}},
+                {"op": "delete", "id": str(uuid.uuid4())},
+            ]
+        },
+    )
+    assert failing.status_code == 422
+    errors = failing.json()["errors"]
+    assert [(e["index"], e["status"]) for e in errors] == [(1, 422), (3, 409), (4, 404)]
+    assert await count(services, Product) == 1
+    assert (await client.get(f"{P}/{existing['id']}")).json()["price"] == "10.00"
+    ok = await client.post(
+        f"{P}/bulk",
+        headers=admin,
+        json={
+            "operations": [
+                {
+                    "op": "create",
+                    "data": {"name": "New A", "price": "1.00", "sku": "NEW-A", "status": "active"},
+                },
+                {"op": "update", "id": existing["id"], "data": {"price": "2.00"}},
+            ]
+        },
+    )
+    assert ok.status_code == 200
+    assert [r["op"] for r in ok.json()["results"]] == ["create", "update"]
+    assert await count(services, Product) == 2
+    too_many = await client.post(f"{P}/bulk", headers=admin, json={"operations": [{"op": "delete", "id": "x"}] * 501})
+    assert too_many.status_code == 422
+
+
+async def test_category_tree_moves_and_deletion(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    root = await category(client, admin, "Apparel")
+    child = await category(client, admin, "Shirts", parent=root)
+    grandchild = await category(client, admin, "Polo", parent=child)
+    other = await category(client, admin, "Home")
+    tree = (await client.get("/api/v1/categories", params={"tree": "true"})).json()["data"]
+    apparel = next(n for n in tree if n["id"] == root)
+    assert apparel["children"][0]["children"][0]["id"] == grandchild
+    cycle = await client.patch(f"/api/v1/categories/{root}", json={"parent_id": grandchild}, headers=admin)
+    assert cycle.status_code == 409
+    assert (
+        await client.patch(f"/api/v1/categories/{root}", json={"parent_id": root}, headers=admin)
+    ).status_code == 409
+    product = await create(client, admin, name="Polo Shirt", category_id=grandchild)
+    blocked = await client.delete(f"/api/v1/categories/{root}", headers=admin)
+    assert blocked.status_code == 409
+    assert await count(services, Category, Category.deleted_at.is_not(None)) == 0
+    moved = await client.delete(f"/api/v1/categories/{root}", params={"reassign_to": other}, headers=admin)
+    assert moved.status_code == 204
+    assert (await client.get(f"{P}/{product['id']}")).json()["category_id"] == other
+    deleted = (await client.get("/api/v1/categories/deleted", headers=admin)).json()["data"]
+    assert {c["id"] for c in deleted} == {root, child, grandchild}
+    assert (await client.post(f"/api/v1/categories/{child}/restore", headers=admin)).json()["parent_id"] is None
+    in_other = await client.get(f"/api/v1/categories/{other}/products")
+    assert [p["id"] for p in in_other.json()["data"]] == [product["id"]]
+
+
+async def test_attributes_and_values(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    created = await client.post("/api/v1/attributes", headers=admin, json={"name": "Size", "values": ["S", "M"]})
+    assert created.status_code == 201
+    attribute_id = created.json()["id"]
+    added = await client.post(f"/api/v1/attributes/{attribute_id}/values", headers=admin, json={"value": "XL"})
+    assert [v["value"] for v in added.json()["values"]] == ["S", "M", "XL"]
+    assert (
+        await client.post(f"/api/v1/attributes/{attribute_id}/values", headers=admin, json={"value": "xl"})
+    ).status_code == 409
+    listed = await client.get("/api/v1/attributes")
+    assert listed.json()["data"][0]["slug"] == "size"
+
+
+async def test_public_catalog_shape(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    await create(client, admin, name="Visible", sku="VIS-1", price="3.50")
+    await create(client, admin, name="Hidden", status="draft")
+    response = await client.get("/api/v1/catalog", params={"search": "vis"})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"total_count", "page", "limit", "data"}
+    assert body["limit"] == 50 and body["total_count"] == 1
+    item = body["data"][0]
+    assert set(item) == {
+        "id",
+        "internal_sku",
+        "name",
+        "category_id",
+        "min_price",
+        "max_price",
+        "supplier_count",
+    }
+    assert (item["internal_sku"], item["min_price"], item["max_price"], item["supplier_count"]) == (
+        "VIS-1",
+        "3.50",
+        "3.50",
+        0,
+    )
+    assert (await client.get("/api/v1/catalog", params={"limit": 201})).status_code == 422
+
+
+async def test_listing_costs_a_fixed_number_of_queries(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """No N+1: a page of products with variants, images and a category costs the same number of queries
+    whatever its size (staff listings are not cached, so every request reaches the database)."""
+    from sqlalchemy import event
+
+    from mercato.catalog import repository
+
+    shelf = await category(client, admin, "Shelf")
+    for i in range(12):
+        product = await create(
+            client,
+            admin,
+            name=f"Item {i:02}",
+            category_id=shelf,
+            variants=[{"sku": f"IT-{i}-A", "name": "A", "stock": 1}, {"sku": f"IT-{i}-B", "name": "B", "stock": 2}],
+        )
+        async with services.db.session(write=True) as session:
+            await repository.add_remote_images(
+                session, uuid.UUID(product["id"]), [(f"https://img.example/{i}.jpg", None, None)]
+            )
+    statements: list[str] = []
+
+    def count_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    async def queries_for(limit: int) -> int:
+        statements.clear()
+        event.listen(services.db.engine.sync_engine, "before_cursor_execute", count_statement)
+        try:
+            response = await client.get(P, params={"limit": limit, "sort": "name"}, headers=admin)
+        finally:
+            event.remove(services.db.engine.sync_engine, "before_cursor_execute", count_statement)
+        assert response.status_code == 200
+        body = response.json()
+        assert len(body["data"]) == limit
+        assert all(len(p["variants"]) == 2 and len(p["images"]) == 1 and p["category"] for p in body["data"])
+        return len(statements)
+
+    small, large = await queries_for(2), await queries_for(12)
+    assert small == large
+    assert large <= 8
