@@ -42,9 +42,13 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_client_ip(request: Request, services: ServicesDep) -> str:
+async def get_client_ip(request: Request) -> str:
     """The client's IP (see ``MERCATO_TRUSTED_PROXIES``)."""
-    return client_ip(request.scope, services.settings.trusted_proxies)
+    return _ip(request)
+
+
+def _ip(request: Request) -> str:
+    return client_ip(request.scope, request.app.state.services.settings.trusted_proxies)
 
 
 ClientIp = Annotated[str, Depends(get_client_ip)]
@@ -89,8 +93,6 @@ ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function"
 
 async def _resolve_principal(
     request: Request,
-    services: ServicesDep,
-    ip: ClientIp,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal | None:
@@ -100,6 +102,7 @@ async def _resolve_principal(
     endpoints such as login. Raises:
         Unauthorized: an explicit bearer token or API key is invalid, expired or revoked.
     """
+    services: Services = request.app.state.services
     principal: Principal | None = None
     if bearer is not None:
         principal = await auth_service.principal_from_access_token(services, bearer.credentials, via_cookie=False)
@@ -114,7 +117,7 @@ async def _resolve_principal(
     request_context.current.set(
         request_context.RequestContext(
             request_id=getattr(request.state, "request_id", None),
-            ip=ip,
+            ip=_ip(request),
             actor_id=principal.user_id if principal else None,
         )
     )
@@ -146,8 +149,13 @@ def _check_csrf(request: Request) -> None:
 OptionalPrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
-async def current_principal(principal: OptionalPrincipal) -> Principal:
-    """The caller; raises :class:`Unauthorized` when anonymous."""
+async def current_principal(request: Request, principal: ResolvedPrincipal) -> Principal:
+    """The caller; raises :class:`Unauthorized` when anonymous, :class:`Forbidden` on a CSRF failure.
+
+    Each alias below depends on the shared :func:`_resolve_principal` directly: a flat dependency graph keeps
+    FastAPI's per-request dependency solving cheap (see bench/profile_app.py).
+    """
+    principal = await optional_principal(request, principal)
     if principal is None:
         raise Unauthorized("Sign in, or send a bearer token or an API key.")
     return principal
@@ -156,8 +164,9 @@ async def current_principal(principal: OptionalPrincipal) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-async def current_user(principal: CurrentPrincipal) -> Principal:
+async def current_user(request: Request, principal: ResolvedPrincipal) -> Principal:
     """A signed-in user (not an API key); raises :class:`Forbidden` for API keys."""
+    principal = await current_principal(request, principal)
     if principal.user_id is None:
         raise Forbidden("This endpoint acts on a user's own data; API keys cannot use it.")
     return principal
@@ -183,12 +192,13 @@ def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-async def general_rate_limit(
-    response: Response, services: ServicesDep, ip: ClientIp, principal: ResolvedPrincipal
-) -> None:
+async def general_rate_limit(request: Request, response: Response, principal: ResolvedPrincipal) -> None:
     """The per-client limit on every ``/api/v1`` request (per user, or per IP when anonymous); sets the
     rate-limit headers on the response."""
-    key = f"user:{principal.user_id}" if principal and principal.user_id else f"ip:{ip}"
-    quota = await services.limiter.hit("default", key)
+    limiter = request.app.state.services.limiter
+    if not limiter.enabled:
+        return
+    key = f"user:{principal.user_id}" if principal and principal.user_id else f"ip:{_ip(request)}"
+    quota = await limiter.hit("default", key)
     if quota is not None:
         response.headers.update(quota.headers())
