@@ -51,6 +51,7 @@ async def test_register_creates_customer_signs_in_and_sends_verification(
     me = await client.get("/api/v1/auth/me", headers=bearer(body))
     assert me.status_code == 200
     assert me.json()["id"] == body["user"]["id"]
+    assert me.json() == body["user"]  # the cached snapshot shows exactly the User fields
     mails = await sent_mail(services, "ada@example.com")
     assert [m["Subject"] for m in mails] == ["Confirm your email address"]
     verified = await client.post("/api/v1/auth/verify-email", json={"token": token_from(mails[0])})
