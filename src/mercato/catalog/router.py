@@ -174,6 +174,13 @@ async def deleted_products(
     responses=NOT_MODIFIED,
     summary="Products of a category",
 )
+@router.get(
+    "/categories/{category_id}/products",
+    response_model=Page[ProductRead],
+    responses=NOT_MODIFIED,
+    summary="Products of a category",
+    operation_id="category_products",
+)
 async def products_of_category(
     category_id: str,
     request: Request,
@@ -526,33 +533,6 @@ async def delete_category(
 async def restore_category(category_id: str, session: SessionDep, _: Admin) -> CategoryRead:
     """Admin only; a category whose parent is still deleted comes back as a root."""
     return CategoryRead.model_validate(await categories.restore(session, category_id))
-
-
-@router.get(
-    "/categories/{category_id}/products",
-    response_model=Page[ProductRead],
-    responses=NOT_MODIFIED,
-    summary="Products of a category",
-)
-async def category_products(
-    category_id: str,
-    request: Request,
-    session: SessionDep,
-    services: ServicesDep,
-    principal: OptionalPrincipal,
-    paging: PageDep,
-    filters: Filters,
-) -> Response:
-    """Same as `GET /products?category_id=`."""
-    return await product_page(
-        request,
-        session,
-        services,
-        principal,
-        paging.page,
-        paging.limit,
-        {**filters, "category_id": category_id},
-    )
 
 
 # --- attributes -----------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.get("/users", response_model=Page[UserRead], summary="List users (admin)")
+@admin_router.get("/users", response_model=Page[UserRead], summary="List users", operation_id="admin_list_users")
 async def list_users(
     request: Request,
     response: Response,
@@ -125,21 +126,6 @@ async def update_address(
 async def delete_address(user_id: uuid.UUID, address_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
     """Removes the address."""
     await users_service.delete_address(session, user, user_id, address_id)
-
-
-@admin_router.get("/users", response_model=Page[UserRead], summary="List users")
-async def admin_list_users(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    _: Admin,
-    paging: PageDep,
-    role: Role | None = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
-) -> Page[UserRead]:
-    """Same as `GET /users`."""
-    found = await users_service.list_users(session, role=role, q=q, page=paging.page, limit=paging.limit)
-    return page_of(UserRead, request, response, found)
 
 
 @admin_router.post(
