@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mercato.db.base import Base, TimestampMixin, uuid_pk
@@ -48,6 +48,13 @@ class Product(TimestampMixin, Base):
     slugs to values, ``specifications`` is free-form key/value data, ``tags`` a list of words."""
 
     __tablename__ = "products"
+    # The public listing filters on (status, deleted_at IS NULL) and sorts by one column, ties broken by id:
+    # these indexes hand the rows over already in order, so a page reads `limit` index entries, not the catalog.
+    __table_args__ = (
+        Index("ix_products_listing_created_at", "status", "deleted_at", "created_at", "id"),
+        Index("ix_products_listing_price", "status", "deleted_at", "price", "id"),
+        Index("ix_products_listing_name", "status", "deleted_at", "name", "id"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str] = mapped_column(String(300))

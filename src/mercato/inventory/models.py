@@ -43,3 +43,27 @@ class InventoryItem(Base):
     reserved: Mapped[int] = mapped_column(default=0)
     reorder_point: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+
+class InventoryHistory(Base):
+    """One change of a unit's stock (API.md "Inventory"): ``delta`` moves on hand, ``reserved_delta`` moves the
+    reservations; ``on_hand_after`` / ``reserved_after`` are the unit's counts right after the change.
+
+    ``reason`` says why (``adjustment``, ``order.placed``, ``order.cancelled``, ``order.paid``, ``restock`` ...
+    or the staff member's own words), ``reference`` what caused it (an order number, an adjustment batch id),
+    ``actor_id`` who (null for the system). Rows are only ever appended.
+    """
+
+    __tablename__ = "inventory_history"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    product_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), index=True)
+    variant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("product_variants.id", ondelete="CASCADE"))
+    delta: Mapped[int] = mapped_column(default=0)
+    reserved_delta: Mapped[int] = mapped_column(default=0)
+    on_hand_after: Mapped[int]
+    reserved_after: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str | None] = mapped_column(String(100), index=True)
+    actor_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(default=clock.now, index=True)

@@ -1,0 +1,1 @@
+"""Coupons: percentage and fixed discounts with validity windows, usage limits and redemptions."""
