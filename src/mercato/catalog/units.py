@@ -76,10 +76,10 @@ async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict
                 product_id, None, product.name, product.sku, product.price, available, product.weight_grams,
                 product.vendor_id,
             )  # fmt: skip
-        elif (variant := own_variants.get(variant_id)) is not None:
+        elif (chosen := own_variants.get(variant_id)) is not None:
             units[(product_id, variant_id)] = Unit(
-                product_id, variant_id, f"{product.name} – {variant.name}", variant.sku,
-                product.price + variant.price_modifier, available, product.weight_grams, product.vendor_id,
+                product_id, variant_id, f"{product.name} – {chosen.name}", chosen.sku,
+                product.price + chosen.price_modifier, available, product.weight_grams, product.vendor_id,
             )  # fmt: skip
     return units
 
