@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 
 import mercato
 from mercato.audit.router import router as audit_router
+from mercato.cart.router import router as cart_router
 from mercato.catalog.images_router import mount_media
 from mercato.catalog.images_router import router as catalog_images_router
 from mercato.catalog.router import router as catalog_router
@@ -23,8 +24,12 @@ from mercato.identity.oidc_router import router as oidc_router
 from mercato.identity.router import router as auth_router
 from mercato.identity.users_router import admin_router as admin_users_router
 from mercato.identity.users_router import router as users_router
+from mercato.inventory.router import router as inventory_router
+from mercato.orders.router import admin_router as admin_orders_router
+from mercato.orders.router import router as orders_router
 from mercato.platform.context import Services
 from mercato.platform.logging import configure_logging
+from mercato.promotions.router import router as promotions_router
 from mercato.web import health
 from mercato.web.deps import general_rate_limit
 from mercato.web.middleware import RequestContextMiddleware
@@ -79,6 +84,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         catalog_search_router,
         catalog_router,
         catalog_images_router,
+        inventory_router,
+        cart_router,
+        promotions_router,
+        orders_router,
+        admin_orders_router,
         health.api_router,
     ):
         api.include_router(router)

@@ -440,3 +440,94 @@ async def test_listing_costs_a_fixed_number_of_queries(
     small, large = await queries_for(2), await queries_for(12)
     assert small == large
     assert large <= 8
+
+
+async def test_listed_products_are_shaped_like_the_product_itself(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Listings and search results are serialised from plain rows: each item equals the product's own JSON."""
+    from mercato.catalog import repository
+
+    shelf = await category(client, admin, "Shelf")
+    full = await create(
+        client,
+        admin,
+        name="Lamp Deluxe",
+        price="19.90",
+        compare_at_price="25.00",
+        category_id=shelf,
+        brand="Lumen",
+        tags=["lamp", "desk"],
+        attributes={"colour": "red", "watts": 40},
+        specifications={"height_cm": 41.5},
+        weight_grams=900,
+        variants=[
+            {"sku": "LAMP-A", "name": "A", "options": {"plug": "EU"}, "price_modifier": "-20.00", "stock": 2},
+            {"sku": "LAMP-B", "name": "B", "price_modifier": "1.05", "stock": 0},
+        ],
+    )
+    async with services.db.session(write=True) as session:
+        await repository.add_remote_images(
+            session, uuid.UUID(full["id"]), [("https://img.example/l.jpg", "https://img.example/t.jpg", "Lamp")]
+        )
+    plain = await create(client, admin, name="Lamp Plain", stock=3)
+    listed = (await client.get(P, params={"sort": "name"})).json()
+    found = (await client.get(f"{P}/search", params={"q": "lamp", "sort": "name"})).json()
+    for body in (listed, found):
+        assert body["pagination"] == {"page": 1, "limit": 20, "total": 2, "total_pages": 1}
+        singles = [(await client.get(f"{P}/{p['id']}")).json() for p in (full, plain)]
+        assert body["data"] == singles
+    assert listed["data"][0]["variants"][0]["price"] == "0.00"  # never below zero
+    assert listed["data"][0]["images"][0]["alt"] == "Lamp"
+
+
+async def test_list_total_stays_right_after_writes(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """The total comes from the page itself on the last page and from a count otherwise; both follow writes."""
+    made = [await create(client, admin, name=f"Cup {i}") for i in range(3)]
+
+    async def pagination(page: int) -> dict[str, int]:
+        response = await client.get(P, params={"limit": 2, "page": page})
+        assert response.status_code == 200
+        return dict(response.json()["pagination"])
+
+    assert await pagination(1) == {"page": 1, "limit": 2, "total": 3, "total_pages": 2}
+    assert await pagination(2) == {"page": 2, "limit": 2, "total": 3, "total_pages": 2}
+    assert await pagination(3) == {"page": 3, "limit": 2, "total": 3, "total_pages": 2}
+    await create(client, admin, name="Cup 3")
+    assert (await pagination(1))["total"] == 4
+    assert (await pagination(2))["total"] == 4
+    assert (await client.delete(f"{P}/{made[0]['id']}", headers=admin)).status_code == 204
+    assert (await pagination(1))["total"] == 3
+    assert (await pagination(2))["total"] == 3
+
+
+async def test_public_reads_are_replayed_only_to_anonymous_callers(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A repeated anonymous GET is answered from the cached bytes (same body, ETag and Link; 304 on
+    If-None-Match); a caller with credentials gets its own answer; a write makes the replay stale."""
+    await create(client, admin, name="Open")
+    await create(client, admin, name="Hidden", status="draft")
+    await create(client, admin, name="Other")
+    client.cookies.clear()  # signing in left the admin's session cookie: the reads below are anonymous
+    first = await client.get(P, params={"limit": 1, "sort": "name"})
+    again = await client.get(P, params={"limit": 1, "sort": "name"})
+    assert again.status_code == 200
+    assert again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"]
+    assert again.headers["link"] == first.headers["link"]
+    assert again.headers["content-type"] == "application/json"
+    assert [p["name"] for p in again.json()["data"]] == ["Open"]
+    not_modified = await client.get(
+        P, params={"limit": 1, "sort": "name"}, headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert not_modified.status_code == 304
+    staff = await client.get(P, params={"limit": 1, "sort": "name"}, headers=admin)
+    assert [p["name"] for p in staff.json()["data"]] == ["Hidden"]
+    assert (
+        await client.get(P, params={"limit": 1, "sort": "name"}, headers={"Authorization": "Bearer x"})
+    ).status_code == 401
+    await create(client, admin, name="Alpha")
+    after = await client.get(P, params={"limit": 1, "sort": "name"})
+    assert [p["name"] for p in after.json()["data"]] == ["Alpha"]
+    assert after.json()["pagination"]["total"] == 3

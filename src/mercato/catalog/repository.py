@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select, update
+from sqlalchemy import RowMapping, Select, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -128,25 +128,78 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_products(
-    session: AsyncSession, filters: ProductFilter, *, sort: str, page: int, limit: int
-) -> Paged[Product]:
-    """A page of products matching ``filters``, ordered by ``sort`` (a key of :data:`SORTS`, ``-`` for
-    descending; ties broken by id), with relations loaded."""
+#: What a listed product shows, as plain columns (no ORM entities): the product, then its category.
+_LISTED = (
+    *(column for column in Product.__table__.c if column.key not in {"units_sold_30d"}),
+    Category.id.label("category_ref_id"),
+    Category.name.label("category_ref_name"),
+    Category.slug.label("category_ref_slug"),
+)
+_VARIANT_COLUMNS = tuple(ProductVariant.__table__.c)
+_IMAGE_COLUMNS = tuple(ProductImage.__table__.c)
+
+
+def _order(sort: str) -> list[Any]:
     column = SORTS[sort.lstrip("-")]
-    order = [column.desc(), Product.id.desc()] if sort.startswith("-") else [column.asc(), Product.id.asc()]
-    total = await session.scalar(select(func.count()).select_from(_filtered(filters).subquery()))
-    rows = (
-        (
-            await session.execute(
-                _with_relations(_filtered(filters)).order_by(*order).limit(limit).offset((page - 1) * limit)
-            )
-        )
-        .unique()
-        .scalars()
-        .all()
+    return [column.desc(), Product.id.desc()] if sort.startswith("-") else [column.asc(), Product.id.asc()]
+
+
+async def listed_rows(
+    session: AsyncSession, filters: ProductFilter, *, sort: str, page: int, limit: int
+) -> Sequence[RowMapping]:
+    """One page of products matching ``filters`` as plain rows (one query; no ORM entities are built).
+
+    Args:
+        session: any session.
+        filters: the list filters.
+        sort: a key of :data:`SORTS`, ``-`` in front for descending; ties are broken by id.
+        page: 1-based page number.
+        limit: rows per page.
+
+    Returns:
+        Row mappings with every product column but ``units_sold_30d``, plus the product's category as
+        ``category_ref_id``, ``category_ref_name`` and ``category_ref_slug`` (None without a category).
+    """
+    query = (
+        _filtered(filters)
+        .with_only_columns(*_LISTED)
+        .select_from(Product)
+        .outerjoin(Category, Category.id == Product.category_id)
+        .order_by(*_order(sort))
+        .limit(limit)
+        .offset((page - 1) * limit)
     )
-    return Paged(rows, int(total or 0), page, limit)
+    return (await session.execute(query)).mappings().all()
+
+
+async def count_products(session: AsyncSession, filters: ProductFilter) -> int:
+    """How many products match ``filters``."""
+    query = _filtered(filters).with_only_columns(func.count()).select_from(Product)
+    return int(await session.scalar(query) or 0)
+
+
+async def variant_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
+    """The variants of these products as plain rows, by product then position (one query)."""
+    if not product_ids:
+        return []
+    query = (
+        select(*_VARIANT_COLUMNS)
+        .where(ProductVariant.product_id.in_(product_ids))
+        .order_by(ProductVariant.product_id, ProductVariant.position, ProductVariant.id)
+    )
+    return (await session.execute(query)).mappings().all()
+
+
+async def image_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
+    """The images of these products as plain rows, by product then position (one query)."""
+    if not product_ids:
+        return []
+    query = (
+        select(*_IMAGE_COLUMNS)
+        .where(ProductImage.product_id.in_(product_ids))
+        .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)
+    )
+    return (await session.execute(query)).mappings().all()
 
 
 async def deleted_products(session: AsyncSession, *, page: int, limit: int) -> Paged[Product]:

@@ -50,7 +50,7 @@ from mercato.web.deps import Admin, OptionalPrincipal, ServicesDep, SessionDep, 
 from mercato.web.pagination import Page, PageDep, envelope, link_header
 from mercato.web.problems import problems
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], route_class=cache.CachedReadRoute)
 Manager = Annotated[Principal, Depends(require(Role.vendor))]
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified (`If-None-Match` matched the `ETag`)"}
@@ -136,8 +136,8 @@ async def product_page(
             in_stock=params["in_stock"],
             statuses=statuses,
         )
-        found = await catalog_service.list_products(session, filters, sort=params["sort"], page=page, limit=limit)
-        return {"body": envelope(ProductRead, found).model_dump_json().encode(), "total": found.total}
+        body, total = await catalog_service.listing(session, filters, sort=params["sort"], page=page, limit=limit)
+        return {"body": body, "total": total}
 
     key = "products:" + repr(sorted({**params, "page": page, "limit": limit}.items()))
     result = await build() if staff else await cache.cached(services, key, build)
@@ -145,6 +145,7 @@ async def product_page(
 
 
 @router.get("/products", response_model=Page[ProductRead], summary="List products", responses=NOT_MODIFIED)
+@cache.public_read
 async def list_products(
     request: Request,
     session: SessionDep,
@@ -181,6 +182,7 @@ async def deleted_products(
     summary="Products of a category",
     operation_id="category_products",
 )
+@cache.public_read
 async def products_of_category(
     category_id: str,
     request: Request,
@@ -251,6 +253,7 @@ async def bulk_products(body: BulkRequest, session: SessionDep, principal: Manag
     responses={**problems(ProductNotFound), **NOT_MODIFIED},
     summary="Get a product by id or slug",
 )
+@cache.public_read
 async def get_product(
     product_id: str,
     request: Request,
@@ -390,6 +393,7 @@ async def delete_variant(product_id: str, variant_id: uuid.UUID, session: Sessio
 
 
 @router.get("/catalog", response_model=PublicCatalog, responses=NOT_MODIFIED, summary="Public catalog (source 001)")
+@cache.public_read
 async def public_catalog(
     request: Request,
     session: SessionDep,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -436,17 +436,3 @@ async def similar(session: AsyncSession, product: Product, *, limit: int) -> lis
         query = query.where(shared > 0)
     query = query.order_by(shared.desc(), Product.units_sold_30d.desc(), Product.id.asc()).limit(limit)
     return list(await session.scalars(query))
-
-
-def in_order(ids: Sequence[uuid.UUID], items: Sequence[Any]) -> list[Any]:
-    """``items`` (anything with an ``id``) in the order of ``ids``; items not in ``ids`` are dropped.
-
-    Args:
-        ids: the wanted order.
-        items: e.g. ``ProductRead`` objects loaded in another order.
-
-    Returns:
-        The items, in order.
-    """
-    by_id = {item.id: item for item in items}
-    return [by_id[i] for i in ids if i in by_id]

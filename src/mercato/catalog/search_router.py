@@ -8,27 +8,24 @@ answers are cached per catalog generation like ``GET /products`` and carry an ``
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.catalog import cache, repository, search
 from mercato.catalog import service as catalog_service
 from mercato.catalog.errors import ProductNotFound
 from mercato.catalog.router import MoneyQuery, product_filters
 from mercato.catalog.schemas import ProductRead
-from mercato.db.queries import Paged
 from mercato.errors import Forbidden, NotFound, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.web.conditional import json_response
 from mercato.web.deps import OptionalPrincipal, ServicesDep, SessionDep
-from mercato.web.pagination import Page, PageDep, envelope, link_header
+from mercato.web.pagination import Page, PageDep, link_header
 from mercato.web.problems import problems
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], route_class=cache.CachedReadRoute)
 
 SearchMode = Literal["keyword", "semantic", "hybrid"]
 SearchSort = Literal[
@@ -111,6 +108,7 @@ def _check_mode(mode: SearchMode) -> None:
     responses={**problems(ValidationFailed, Forbidden, NotFound), **NOT_MODIFIED},
     summary="Search products",
 )
+@cache.public_read
 async def search_products(
     request: Request,
     session: SessionDep,
@@ -155,9 +153,10 @@ async def search_products(
             statuses=statuses,
         )
         hits = await search.search(session, q, product_filter, sort=filters["sort"], page=page, limit=limit)
-        products = await _load(session, product_filter, hits.ids)
-        body = envelope(ProductRead, Paged(products, hits.total, page, limit))
-        return {"body": body.model_dump_json().encode(), "total": hits.total}
+        body, total = await catalog_service.listing_of(
+            session, product_filter, hits.ids, total=hits.total, page=page, limit=limit
+        )
+        return {"body": body, "total": total}
 
     key = "search:" + repr(sorted({**filters, "q": q, "page": page, "limit": limit}.items()))
     result = await build() if staff else await cache.cached(services, key, build)
@@ -170,6 +169,7 @@ async def search_products(
     responses={**problems(ProductNotFound, ValidationFailed), **NOT_MODIFIED},
     summary="Products similar to a product",
 )
+@cache.public_read
 async def similar_products(
     product_id: str,
     request: Request,
@@ -187,9 +187,10 @@ async def similar_products(
     async def build() -> dict[str, Any]:
         product = await catalog_service.get_product(session, principal, product_id)
         ids = await search.similar(session, product, limit=limit)
-        products = await _load(session, repository.ProductFilter(), ids)
-        body = envelope(ProductRead, Paged(products, len(products), 1, limit))
-        return {"body": body.model_dump_json().encode(), "total": len(products)}
+        body, total = await catalog_service.listing_of(
+            session, repository.ProductFilter(), ids, total=None, page=1, limit=limit
+        )
+        return {"body": body, "total": total}
 
     key = f"similar:{product_id}:{limit}"
     result = await build() if _private_view(principal) else await cache.cached(services, key, build)
@@ -199,19 +200,6 @@ async def similar_products(
 def _private_view(principal: Principal | None) -> bool:
     """Staff, and vendors (who may see their own drafts), get uncached answers."""
     return catalog_service.sees_all_statuses(principal) or (principal is not None and principal.role is Role.vendor)
-
-
-async def _load(
-    session: AsyncSession, product_filter: repository.ProductFilter, ids: list[uuid.UUID]
-) -> list[ProductRead]:
-    """The products ``ids`` that still match ``product_filter``, shaped for the API, in ``ids`` order."""
-    if not ids:
-        return []
-    found = await catalog_service.list_products(
-        session, replace(product_filter, ids=ids), sort="name", page=1, limit=len(ids)
-    )
-    ordered: list[ProductRead] = search.in_order(ids, found.items)
-    return ordered
 
 
 def json_page(request: Request, body: bytes, page: int, limit: int, total: int) -> Response:

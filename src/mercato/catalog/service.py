@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +29,8 @@ from mercato.catalog.schemas import (
     VariantCreate,
     VariantRead,
     VariantUpdate,
+    page_json,
+    product_json,
 )
 from mercato.db.queries import Paged
 from mercato.errors import DomainError, Forbidden, NotFound, ValidationFailed
@@ -126,12 +129,81 @@ def _visible(principal: Principal | None, product: Product) -> bool:
     return principal is not None and principal.role is Role.vendor and product.vendor_id == principal.user_id
 
 
-async def list_products(
+async def listing(
     session: AsyncSession, filters: repository.ProductFilter, *, sort: str, page: int, limit: int
-) -> Paged[ProductRead]:
-    """A page of products shaped for the API."""
-    found = await repository.list_products(session, filters, sort=sort, page=page, limit=limit)
-    return Paged(await present(session, found.items), found.total, page, limit)
+) -> tuple[bytes, int]:
+    """A page of products as the JSON of ``Page[ProductRead]``, built from plain rows in four queries (products
+    with their category, variants, images, stock), plus a count unless the page itself tells the total.
+
+    Args:
+        session: any session.
+        filters: the list filters.
+        sort: a key of ``repository.SORTS``, ``-`` in front for descending.
+        page: 1-based page number.
+        limit: products per page.
+
+    Returns:
+        The JSON body and the total number of matching products (for the ``Link`` header).
+    """
+    rows = await repository.listed_rows(session, filters, sort=sort, page=page, limit=limit)
+    if (rows and len(rows) < limit) or (page == 1 and not rows):
+        total = (page - 1) * limit + len(rows)  # the last page: no need to count
+    else:
+        total = await repository.count_products(session, filters)
+    return page_json(await _shaped(session, rows), total, page, limit), total
+
+
+async def listing_of(
+    session: AsyncSession,
+    filters: repository.ProductFilter,
+    ids: Sequence[uuid.UUID],
+    *,
+    total: int | None,
+    page: int,
+    limit: int,
+) -> tuple[bytes, int]:
+    """The products ``ids`` that still match ``filters``, in the order of ``ids``, as the JSON of
+    ``Page[ProductRead]`` (search results, similar products).
+
+    Args:
+        session: any session.
+        filters: the list filters the products must still match (``ids`` is replaced).
+        ids: the products wanted, in order.
+        total: the total to report in the envelope; None for the number of products found.
+        page: the envelope's 1-based page number.
+        limit: the envelope's page size.
+
+    Returns:
+        The JSON body and the total it reports.
+    """
+    rows: Sequence[Any] = []
+    if ids:
+        found = await repository.listed_rows(session, replace(filters, ids=ids), sort="name", page=1, limit=len(ids))
+        position = {product_id: index for index, product_id in enumerate(ids)}
+        rows = sorted(found, key=lambda row: position[row["id"]])
+    total = len(rows) if total is None else total
+    return page_json(await _shaped(session, rows), total, page, limit), total
+
+
+async def _shaped(session: AsyncSession, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Listed rows with their variants, images and stock (three queries), as ``product_json`` dicts."""
+    ids = [row["id"] for row in rows]
+    variants: dict[uuid.UUID, list[Any]] = {}
+    for variant in await repository.variant_rows(session, ids):
+        variants.setdefault(variant["product_id"], []).append(variant)
+    images: dict[uuid.UUID, list[Any]] = {}
+    for image in await repository.image_rows(session, ids):
+        images.setdefault(image["product_id"], []).append(image)
+    available: dict[uuid.UUID, dict[uuid.UUID | None, int]] = {}
+    for (product_id, variant_id), level in (await inventory_service.levels(session, ids)).items():
+        available.setdefault(product_id, {})[variant_id] = level.available
+    currency = services_of(session).settings.currency
+    return [
+        product_json(
+            row, variants.get(row["id"], []), images.get(row["id"], []), available.get(row["id"], {}), currency
+        )
+        for row in rows
+    ]
 
 
 async def category_filter(session: AsyncSession, category_id: str | None) -> set[uuid.UUID] | None:

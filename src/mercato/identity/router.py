@@ -8,7 +8,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato.cart import service as cart_service
+from mercato.cart.deps import CART_COOKIE
 from mercato.errors import RateLimited, Unauthorized
 from mercato.identity import passwords
 from mercato.identity import service as auth_service
@@ -104,9 +107,11 @@ async def register(
     session: SessionDep,
     services: ServicesDep,
     ip: ClientIp,
+    cart: Annotated[str | None, Cookie(alias=CART_COOKIE, include_in_schema=False)] = None,
 ) -> TokenResponse:
     """Creates a `customer` account, signs it in (tokens in the body and as cookies) and emails a verification
-    link. Unknown fields such as `role` are refused with 422."""
+    link. Unknown fields such as `role` are refused with 422. A guest cart (`mercato_cart` cookie) moves into the
+    new account's cart and the cookie is deleted."""
     await services.limiter.hit("register", ip)
     password_hash = await passwords.hash_password(body.password)
     signed_in = await auth_service.register(
@@ -118,7 +123,18 @@ async def register(
         ip=ip,
         user_agent=request.headers.get("user-agent"),
     )
+    await merge_cart_cookie(session, response, signed_in, cart)
     return issue_session(response, services, signed_in)
+
+
+async def merge_cart_cookie(
+    session: AsyncSession, response: Response, signed_in: auth_service.SignedIn, cart: str | None
+) -> None:
+    """At sign-in: merge the guest cart of the ``mercato_cart`` cookie (if sent) into the user's cart, in the
+    request's transaction, and delete the cookie on ``response``."""
+    if cart:
+        await cart_service.merge_guest_cart(session, user_id=signed_in.user.id, guest_token=cart)
+        response.delete_cookie(CART_COOKIE, path="/")
 
 
 @router.post(
@@ -135,13 +151,16 @@ async def login(
     read_session: ReadSessionDep,
     services: ServicesDep,
     ip: ClientIp,
+    cart: Annotated[str | None, Cookie(alias=CART_COOKIE, include_in_schema=False)] = None,
 ) -> TokenResponse:
     """Wrong email and wrong password get the same 401. Five failures per account (100 per IP) in 15 minutes
-    are answered with 429."""
+    are answered with 429. A guest cart (`mercato_cart` cookie) merges into the user's cart (quantities summed,
+    capped by stock) and the cookie is deleted."""
     user = await auth_service.authenticate(read_session, email=body.email, password=body.password, ip=ip)
     signed_in = await auth_service.start_session(
         session, user, method="password", ip=ip, user_agent=request.headers.get("user-agent")
     )
+    await merge_cart_cookie(session, response, signed_in, cart)
     return issue_session(response, services, signed_in)
 
 

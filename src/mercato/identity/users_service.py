@@ -39,6 +39,11 @@ async def get_user(session: AsyncSession, principal: Principal, user_id: uuid.UU
     return user
 
 
+async def find_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    """The live user ``user_id``, or None (for staff work such as orders taken on other channels)."""
+    return await repository.user_by_id(session, user_id)
+
+
 async def update_user(session: AsyncSession, principal: Principal, user_id: uuid.UUID, body: UserUpdate) -> User:
     """Apply a partial profile update (fields sent as ``null`` are cleared)."""
     user = await get_user(session, principal, user_id)
@@ -191,6 +196,37 @@ async def delete_address(
     if address is None:
         raise NotFound("No such address.")
     await session.delete(address)
+
+
+ADDRESS_FIELDS = ("first_name", "last_name", "line1", "line2", "city", "region", "postal_code", "country", "phone")
+
+
+async def saved_address(session: AsyncSession, user_id: uuid.UUID, address_id: uuid.UUID) -> dict[str, Any]:
+    """A copy of the user's saved address ``address_id`` (the fields of :data:`ADDRESS_FIELDS`), e.g. for an
+    order's shipping address.
+
+    Raises:
+        NotFound: the address does not exist or is another user's (field ``shipping_address_id``).
+    """
+    address = await repository.address(session, user_id, address_id)
+    if address is None:
+        raise NotFound("No such address among yours.", field="shipping_address_id")
+    return {name: getattr(address, name) for name in ADDRESS_FIELDS}
+
+
+def checked_address(body: AddressCreate, *, field: str = "shipping_address") -> dict[str, Any]:
+    """The fields of :data:`ADDRESS_FIELDS` of ``body`` with the postal code checked and normalised for its
+    country.
+
+    Raises:
+        ValidationFailed: the postal code does not fit the country's format (``<field>.postal_code``).
+    """
+    data = body.model_dump(include=set(ADDRESS_FIELDS))
+    try:
+        data["postal_code"] = _postal_code(data["country"], data["postal_code"])
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.detail, loc=["body", field, "postal_code"]) from exc
+    return data
 
 
 def _postal_code(country: str, postal_code: str | None) -> str | None:

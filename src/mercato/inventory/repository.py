@@ -1,14 +1,46 @@
-"""Every inventory query."""
+"""Every inventory query: stock rows, the conditional ``UPDATE``s that move stock, history rows, and the staff
+listings (which join the catalog's product and variant tables for names and the vendor)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from mercato.inventory.models import InventoryItem
+from mercato.catalog.models import Product, ProductVariant
+from mercato.db.queries import Paged
+from mercato.inventory.models import InventoryHistory, InventoryItem
+from mercato.platform import clock
+
+#: The highest on-hand count a change may leave (well inside a 32-bit ``INTEGER`` column).
+MAX_ON_HAND = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A unit's counts read back right after a change (``RETURNING``)."""
+
+    id: uuid.UUID
+    sku: str | None
+    on_hand: int
+    reserved: int
+    reorder_point: int
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """Filters of ``GET /inventory``: ``vendor_id`` restricts to one vendor's products (vendors see their own)."""
+
+    product_id: uuid.UUID | None = None
+    variant_id: uuid.UUID | None = None
+    sku: str | None = None
+    low_stock: bool | None = None
+    vendor_id: uuid.UUID | None = None
 
 
 async def items_for_products(session: AsyncSession, product_ids: Iterable[uuid.UUID]) -> list[InventoryItem]:
@@ -19,13 +51,94 @@ async def items_for_products(session: AsyncSession, product_ids: Iterable[uuid.U
     return list((await session.execute(select(InventoryItem).where(InventoryItem.product_id.in_(ids)))).scalars())
 
 
-async def item(session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None) -> InventoryItem | None:
-    """The stock row of a product (``variant_id`` None) or of one of its variants."""
-    query = select(InventoryItem).where(InventoryItem.product_id == product_id)
-    query = query.where(
-        InventoryItem.variant_id.is_(None) if variant_id is None else InventoryItem.variant_id == variant_id
+def _unit(product_id: uuid.UUID, variant_id: uuid.UUID | None) -> ColumnElement[bool]:
+    return and_(
+        InventoryItem.product_id == product_id,
+        InventoryItem.variant_id.is_(None) if variant_id is None else InventoryItem.variant_id == variant_id,
     )
-    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def item(
+    session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, *, lock: bool = False
+) -> InventoryItem | None:
+    """The stock row of a product (``variant_id`` None) or of one of its variants; ``lock`` takes a row lock
+    (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction already excludes other writers)."""
+    query = select(InventoryItem).where(_unit(product_id, variant_id))
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+_RETURNED = (
+    InventoryItem.id,
+    InventoryItem.sku,
+    InventoryItem.on_hand,
+    InventoryItem.reserved,
+    InventoryItem.reorder_point,
+)
+
+
+async def _move(
+    session: AsyncSession,
+    product_id: uuid.UUID,
+    variant_id: uuid.UUID | None,
+    condition: ColumnElement[bool] | None,
+    values: dict[str, Any],
+) -> Counts | None:
+    query = update(InventoryItem).where(_unit(product_id, variant_id))
+    if condition is not None:
+        query = query.where(condition)
+    query = query.values(**values, updated_at=clock.now()).returning(*_RETURNED)
+    row = (await session.execute(query, execution_options={"synchronize_session": "fetch"})).one_or_none()
+    return None if row is None else Counts(*row)
+
+
+async def reserve(session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int) -> Counts | None:
+    """``reserved += n`` if at least ``n`` units are available (one conditional ``UPDATE``); None otherwise."""
+    return await _move(
+        session,
+        product_id,
+        variant_id,
+        InventoryItem.on_hand - InventoryItem.reserved >= n,
+        {"reserved": InventoryItem.reserved + n},
+    )
+
+
+async def release(session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int) -> Counts | None:
+    """``reserved -= n`` if at least ``n`` units are reserved; None otherwise."""
+    return await _move(
+        session, product_id, variant_id, InventoryItem.reserved >= n, {"reserved": InventoryItem.reserved - n}
+    )
+
+
+async def commit_sale(
+    session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int
+) -> Counts | None:
+    """``on_hand -= n`` and ``reserved -= n`` together if at least ``n`` units are reserved; None otherwise."""
+    return await _move(
+        session,
+        product_id,
+        variant_id,
+        InventoryItem.reserved >= n,
+        {"on_hand": InventoryItem.on_hand - n, "reserved": InventoryItem.reserved - n},
+    )
+
+
+async def add_on_hand(
+    session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, delta: int
+) -> Counts | None:
+    """``on_hand += delta`` if the result stays at or above the reserved units and at most :data:`MAX_ON_HAND`;
+    None otherwise (or when the unit has no stock row)."""
+    return await _move(
+        session,
+        product_id,
+        variant_id,
+        and_(
+            InventoryItem.on_hand + delta >= InventoryItem.reserved,
+            InventoryItem.on_hand + delta <= MAX_ON_HAND,
+        ),
+        {"on_hand": InventoryItem.on_hand + delta},
+    )
 
 
 async def set_on_hand(session: AsyncSession, item_id: uuid.UUID, on_hand: int) -> bool:
@@ -33,6 +146,81 @@ async def set_on_hand(session: AsyncSession, item_id: uuid.UUID, on_hand: int) -
     result = await session.execute(
         update(InventoryItem)
         .where(InventoryItem.id == item_id, InventoryItem.reserved <= on_hand)
-        .values(on_hand=on_hand)
+        .values(on_hand=on_hand, updated_at=clock.now()),
+        execution_options={"synchronize_session": "fetch"},
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def add_history(session: AsyncSession, entry: InventoryHistory) -> None:
+    """Append one history row to the session (flushed with the rest of the transaction)."""
+    session.add(entry)
+
+
+# --- staff listings -------------------------------------------------------------------------------------------
+
+
+ListedRow = tuple[InventoryItem, str, str | None]
+
+
+def _listing(filters: ItemFilter) -> Select[InventoryItem, str, str]:
+    other = aliased(ProductVariant)
+    has_variants = exists().where(other.product_id == InventoryItem.product_id)
+    query = (
+        select(InventoryItem, Product.name, ProductVariant.name)
+        .join(Product, Product.id == InventoryItem.product_id)
+        .outerjoin(ProductVariant, ProductVariant.id == InventoryItem.variant_id)
+        .where(Product.deleted_at.is_(None))
+        # one row per product without variants and one per variant (a product's own row is stale once it has some)
+        .where(or_(InventoryItem.variant_id.is_not(None), ~has_variants))
+    )
+    if filters.product_id is not None:
+        query = query.where(InventoryItem.product_id == filters.product_id)
+    if filters.variant_id is not None:
+        query = query.where(InventoryItem.variant_id == filters.variant_id)
+    if filters.sku is not None:
+        query = query.where(InventoryItem.sku == filters.sku)
+    if filters.vendor_id is not None:
+        query = query.where(Product.vendor_id == filters.vendor_id)
+    low = and_(
+        InventoryItem.reorder_point > 0,
+        InventoryItem.on_hand - InventoryItem.reserved <= InventoryItem.reorder_point,
+    )
+    if filters.low_stock is True:
+        query = query.where(low)
+    elif filters.low_stock is False:
+        query = query.where(~low)
+    return query
+
+
+async def list_items(session: AsyncSession, filters: ItemFilter, *, page: int, limit: int) -> Paged[ListedRow]:
+    """A page of stock rows with their product name and variant name (None for a product's own row), ordered by
+    product name, then variant position."""
+    query = _listing(filters)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    ordered = query.order_by(Product.name, InventoryItem.product_id, ProductVariant.position, InventoryItem.variant_id)
+    rows = (await session.execute(ordered.limit(limit).offset((page - 1) * limit))).all()
+    return Paged([(row[0], row[1], row[2]) for row in rows], int(total or 0), page, limit)
+
+
+async def list_history(
+    session: AsyncSession,
+    *,
+    product_id: uuid.UUID | None,
+    variant_id: uuid.UUID | None,
+    reference: str | None,
+    page: int,
+    limit: int,
+) -> Paged[InventoryHistory]:
+    """A page of history rows, newest first, optionally for one product, variant or reference."""
+    query = select(InventoryHistory)
+    if product_id is not None:
+        query = query.where(InventoryHistory.product_id == product_id)
+    if variant_id is not None:
+        query = query.where(InventoryHistory.variant_id == variant_id)
+    if reference is not None:
+        query = query.where(InventoryHistory.reference == reference)
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    ordered = query.order_by(InventoryHistory.created_at.desc(), InventoryHistory.id.desc())
+    items = (await session.execute(ordered.limit(limit).offset((page - 1) * limit))).scalars().all()
+    return Paged(list(items), int(total or 0), page, limit)

@@ -37,6 +37,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, *, cache_prefix: str = "mercato:") -> Services:
         """Create every collaborator from ``settings`` (no I/O happens yet)."""
+        import mercato.handlers  # noqa: F401 - registers every domain's job handlers
         from mercato.web.ratelimit import RateLimiter
 
         metrics = Metrics()

@@ -1,0 +1,92 @@
+"""Every cart query. Writes to a cart happen under its row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+serialises writers with ``BEGIN IMMEDIATE``), so a line's read-modify-write cannot interleave with another
+request on the same cart. Only carts are locked (one row per request), so lock order cannot deadlock, except in
+:func:`mercato.cart.service.merge_guest_cart`, which locks the guest cart before the user's."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Select, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mercato.cart.models import Cart, CartItem
+
+
+async def cart_for_user(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
+    """The user's cart (expired or not), locked when ``lock``."""
+    query = select(Cart).where(Cart.user_id == user_id)
+    return await _one(session, query, lock)
+
+
+async def cart_for_token(session: AsyncSession, token_hash: str, *, lock: bool = False) -> Cart | None:
+    """The guest cart whose cookie hashes to ``token_hash`` (expired or not), locked when ``lock``."""
+    query = select(Cart).where(Cart.token_hash == token_hash)
+    return await _one(session, query, lock)
+
+
+async def cart_by_id(session: AsyncSession, cart_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
+    """A cart by id, locked when ``lock``."""
+    return await _one(session, select(Cart).where(Cart.id == cart_id), lock)
+
+
+async def _one(session: AsyncSession, query: Select[Cart], lock: bool) -> Cart | None:
+    if lock:
+        query = query.with_for_update()
+    result = await session.execute(query.execution_options(populate_existing=True))
+    cart: Cart | None = result.scalar_one_or_none()
+    return cart
+
+
+async def add_cart(session: AsyncSession, cart: Cart) -> bool:
+    """Insert ``cart`` in a savepoint; False when a concurrent request created the same user's (or token's) cart
+    first (the unique constraint refused it; nothing else of the transaction is lost)."""
+    try:
+        async with session.begin_nested():
+            session.add(cart)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def items_of(session: AsyncSession, cart_id: uuid.UUID) -> list[CartItem]:
+    """The cart's lines in cart order (the order they were first added)."""
+    query = (
+        select(CartItem)
+        .where(CartItem.cart_id == cart_id)
+        .order_by(CartItem.created_at, CartItem.id)
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def item_of(session: AsyncSession, cart_id: uuid.UUID, item_id: uuid.UUID) -> CartItem | None:
+    """The line ``item_id`` if it belongs to cart ``cart_id`` (None for another cart's line)."""
+    query = select(CartItem).where(CartItem.id == item_id, CartItem.cart_id == cart_id)
+    item: CartItem | None = (await session.execute(query)).scalar_one_or_none()
+    return item
+
+
+def add_item(session: AsyncSession, item: CartItem) -> None:
+    """Stage a new line (flushed with the next query or flush)."""
+    session.add(item)
+
+
+async def remove_item(session: AsyncSession, item: CartItem) -> None:
+    """Delete one line."""
+    await session.delete(item)
+    await session.flush()
+
+
+async def clear_items(session: AsyncSession, cart_id: uuid.UUID) -> None:
+    """Delete every line of the cart."""
+    await session.flush()
+    await session.execute(delete(CartItem).where(CartItem.cart_id == cart_id))
+
+
+async def delete_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
+    """Delete the cart and its lines."""
+    await clear_items(session, cart_id)
+    await session.execute(delete(Cart).where(Cart.id == cart_id))

@@ -1,0 +1,496 @@
+"""Cart use cases (API.md "Cart"): reading a priced cart, adding and changing lines, coupons, and what the other
+domains need (:func:`cart_subtotal`, :func:`checkout_lines`, :func:`empty_cart`, :func:`merge_guest_cart`).
+
+Decisions (documented in the OpenAPI descriptions too):
+- A cart exists from its owner's first write (adding a line, applying a coupon). Reads never create one: without
+  a cart, ``GET /cart`` answers an empty cart with ``id`` and ``expires_at`` null.
+- Every change moves ``expires_at`` to 30 days from now; an expired cart counts as gone (reads show an empty
+  cart, the next write starts a new one) and the ``cart.expire`` job deletes it.
+- Lines are priced at current catalog prices by the one pricing function (:func:`mercato.cart.rules.price`).
+  A line whose product or variant is no longer for sale stays listed with ``available`` 0 and ``name``, ``sku``,
+  ``unit_price`` and ``line_total`` null; it is left out of every total (``item_count`` too) until it is
+  removed, and checkout refuses it (404).
+- A line holds 1–100 units and never more than are available when it is added or changed (409
+  ``insufficient-stock`` otherwise); stock is only reserved when an order is placed.
+- An applied coupon that stops being usable (expired, used up, subtotal below its minimum...) gives no discount:
+  the cart shows ``coupon`` null and ``coupon_error`` ``{code, reason, detail}`` instead of failing.
+
+Functions take the request's session, flush but never commit. Amounts are ``Decimal`` in the store currency with
+two decimals; times are aware UTC from :mod:`mercato.platform.clock`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mercato.cart import repository
+from mercato.cart import rules as pricing
+from mercato.cart.deps import CartOwner, token_hash
+from mercato.cart.errors import CartItemNotFound
+from mercato.cart.models import Cart, CartItem
+from mercato.catalog.units import Unit, UnitKey, require_units, sellable_units
+from mercato.errors import ValidationFailed
+from mercato.inventory.errors import InsufficientStock
+from mercato.platform import clock, jobs
+from mercato.promotions import service as promotions
+from mercato.promotions.errors import CouponInvalid
+
+#: How long a cart lives after its last change (API.md "Cart": the cookie lasts 30 days).
+CART_TTL = timedelta(days=30)
+#: Most units one line may hold (API.md "Cart": quantity 1–100).
+MAX_LINE_QUANTITY = 100
+#: The durable job that deletes a cart once it has expired (payload ``{"cart_id": "<uuid>"}``).
+EXPIRE_JOB = "cart.expire"
+
+
+# --- what the service returns ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineView:
+    """A priced line. For a line no longer for sale, ``name``, ``sku``, ``unit_price`` and ``line_total`` are None
+    and ``available`` is 0."""
+
+    id: uuid.UUID
+    product_id: uuid.UUID
+    variant_id: uuid.UUID | None
+    name: str | None
+    sku: str | None
+    unit_price: Decimal | None
+    quantity: int
+    line_total: Decimal | None
+    available: int
+
+
+@dataclass(frozen=True)
+class AppliedCoupon:
+    """The coupon giving the discount: ``type`` ``percentage`` (``value`` percent) or ``fixed`` (an amount)."""
+
+    code: str
+    type: str
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class CouponError:
+    """Why the cart's coupon gives no discount now: ``reason`` as in ``coupon-invalid`` problems."""
+
+    code: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class CartView:
+    """A cart priced now. ``id``/``expires_at`` are None when the owner has no cart yet. ``item_count`` is the sum
+    of the quantities of the lines for sale."""
+
+    id: uuid.UUID | None
+    items: list[LineView]
+    coupon: AppliedCoupon | None
+    coupon_error: CouponError | None
+    subtotal: Decimal
+    discount_total: Decimal
+    shipping_total: Decimal
+    tax_total: Decimal
+    total: Decimal
+    item_count: int
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CartChange:
+    """The cart after a write, and for a guest the cart token the ``mercato_cart`` cookie must carry (new when
+    this write created the cart; re-sent on every write so that the cookie lives as long as the cart)."""
+
+    cart: CartView
+    guest_token: str | None
+
+
+@dataclass(frozen=True)
+class CheckoutCart:
+    """What order placement needs: the cart, its coupon code and its lines ``(product_id, variant_id,
+    quantity)`` in cart order."""
+
+    cart_id: uuid.UUID
+    coupon_code: str | None
+    lines: list[tuple[uuid.UUID, uuid.UUID | None, int]]
+
+
+EMPTY = CartView(
+    id=None,
+    items=[],
+    coupon=None,
+    coupon_error=None,
+    subtotal=pricing.ZERO,
+    discount_total=pricing.ZERO,
+    shipping_total=pricing.ZERO,
+    tax_total=pricing.ZERO,
+    total=pricing.ZERO,
+    item_count=0,
+    expires_at=None,
+)
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+
+
+async def read_cart(session: AsyncSession, owner: CartOwner) -> CartView:
+    """The owner's cart priced now, or :data:`EMPTY` (``id`` None) when there is none or it has expired."""
+    cart = await _live_cart(session, owner, now=clock.now())
+    return await _view(session, cart, owner)
+
+
+async def cart_subtotal(session: AsyncSession, owner: CartOwner) -> Decimal:
+    """The subtotal before discount of the owner's cart at current prices (lines for sale only), ``0.00`` when
+    there is no cart. Used by ``POST /coupons/{code}/validate`` without a ``subtotal``."""
+    cart = await _live_cart(session, owner, now=clock.now())
+    if cart is None:
+        return pricing.ZERO
+    items = await repository.items_of(session, cart.id)
+    units = await sellable_units(session, [_key(item) for item in items])
+    return pricing.price(_priced_lines(items, units)).subtotal
+
+
+async def checkout_lines(session: AsyncSession, owner: CartOwner) -> CheckoutCart | None:
+    """The owner's cart for order placement, locked until the transaction ends (two checkouts of one cart run one
+    after the other); None when there is no cart (or it has expired). Lines are not checked here: the order
+    checks them (``require_units``, stock reservation)."""
+    cart = await _live_cart(session, owner, now=clock.now(), lock=True)
+    if cart is None:
+        return None
+    items = await repository.items_of(session, cart.id)
+    return CheckoutCart(
+        cart_id=cart.id,
+        coupon_code=cart.coupon_code,
+        lines=[(item.product_id, item.variant_id, item.quantity) for item in items],
+    )
+
+
+# --- lines -------------------------------------------------------------------------------------------------------
+
+
+async def add_items(
+    session: AsyncSession, owner: CartOwner, wanted: Sequence[tuple[uuid.UUID, uuid.UUID | None, int]]
+) -> CartChange:
+    """Add ``(product_id, variant_id, quantity)`` lines to the owner's cart (created on the first write), all or
+    nothing: a unit already in the cart gets the quantity added to its line; the same unit twice in ``wanted``
+    counts once with the quantities summed.
+
+    Raises:
+        NotFound: an unknown, inactive or deleted product, or a variant that is not the product's.
+        ValidationFailed: a product with variants without ``variant_id``; a line would hold more than 100 units.
+        InsufficientStock: a line would hold more units than are available (``product_id``, ``variant_id``,
+            ``available`` in the problem).
+    """
+    summed: dict[UnitKey, int] = {}
+    for product_id, variant_id, quantity in wanted:
+        summed[(product_id, variant_id)] = summed.get((product_id, variant_id), 0) + quantity
+    units = await require_units(session, summed)
+    now = clock.now()
+    cart, token = await _cart_for_write(session, owner, now)
+    lines = {_key(item): item for item in await repository.items_of(session, cart.id)}
+    for position, (key, quantity) in enumerate(summed.items()):
+        line = lines.get(key)
+        total = quantity + (line.quantity if line is not None else 0)
+        _check_quantity(total, units[key])
+        if line is not None:
+            line.quantity = total
+        else:
+            repository.add_item(
+                session,
+                CartItem(
+                    id=clock.new_id(),
+                    cart_id=cart.id,
+                    product_id=key[0],
+                    variant_id=key[1],
+                    quantity=quantity,
+                    # lines added together keep the order they were given in
+                    created_at=now + timedelta(microseconds=position),
+                ),
+            )
+    await session.flush()
+    return CartChange(await _view(session, cart, owner), token)
+
+
+async def set_quantity(session: AsyncSession, owner: CartOwner, item_id: uuid.UUID, quantity: int) -> CartView:
+    """Set a line's quantity (0 removes it).
+
+    Raises:
+        CartItemNotFound: no such line in the owner's cart (another customer's line included).
+        NotFound: the line's product or variant is no longer for sale (only 0 is accepted then).
+        ValidationFailed: more than 100 units.
+        InsufficientStock: more units than are available.
+    """
+    now = clock.now()
+    cart, item = await _owned_item(session, owner, item_id, now)
+    if quantity == 0:
+        await repository.remove_item(session, item)
+    else:
+        units = await require_units(session, [_key(item)])
+        _check_quantity(quantity, units[_key(item)])
+        item.quantity = quantity
+    cart.expires_at = now + CART_TTL
+    await session.flush()
+    return await _view(session, cart, owner)
+
+
+async def remove_item(session: AsyncSession, owner: CartOwner, item_id: uuid.UUID) -> None:
+    """Remove one line. Raises :class:`CartItemNotFound` when the owner's cart has no such line."""
+    now = clock.now()
+    cart, item = await _owned_item(session, owner, item_id, now)
+    await repository.remove_item(session, item)
+    cart.expires_at = now + CART_TTL
+    await session.flush()
+
+
+async def clear_cart(session: AsyncSession, owner: CartOwner) -> bool:
+    """Remove every line and the coupon of the owner's cart (the cart itself stays, with its id and cookie).
+    Returns False (and changes nothing) when there is no cart."""
+    now = clock.now()
+    cart = await _live_cart(session, owner, now=now, lock=True)
+    if cart is None:
+        return False
+    await repository.clear_items(session, cart.id)
+    cart.coupon_code = None
+    cart.expires_at = now + CART_TTL
+    await session.flush()
+    return True
+
+
+async def empty_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
+    """Remove all lines and the coupon of cart ``cart_id`` (after an order is placed from it). Nothing happens
+    when the cart does not exist."""
+    cart = await repository.cart_by_id(session, cart_id, lock=True)
+    if cart is None:
+        return
+    await repository.clear_items(session, cart.id)
+    cart.coupon_code = None
+    await session.flush()
+
+
+# --- coupons -----------------------------------------------------------------------------------------------------
+
+
+async def apply_coupon(session: AsyncSession, owner: CartOwner, code: str) -> CartChange:
+    """Apply the coupon ``code`` (case-insensitive) to the owner's cart (created on the first write), replacing
+    any other. Checked now against the cart's subtotal and, for a signed-in customer, their own uses; a guest's
+    per-customer limit is counted at checkout, by email.
+
+    Raises:
+        CouponInvalid: ``reason`` ``not_found``, ``not_started``, ``expired``, ``exhausted``,
+            ``per_user_exhausted`` or ``below_minimum``; nothing is changed.
+    """
+    now = clock.now()
+    cart, token = await _cart_for_write(session, owner, now)
+    items = await repository.items_of(session, cart.id)
+    units = await sellable_units(session, [_key(item) for item in items])
+    subtotal = pricing.price(_priced_lines(items, units)).subtotal
+    coupon = await promotions.check(session, code, subtotal=subtotal, user_id=owner.user_id, email=None, now=now)
+    cart.coupon_code = coupon.code
+    await session.flush()
+    return CartChange(await _view(session, cart, owner), token)
+
+
+async def remove_coupon(session: AsyncSession, owner: CartOwner) -> CartView:
+    """Remove the coupon of the owner's cart; without a cart, the empty cart (nothing is created)."""
+    now = clock.now()
+    cart = await _live_cart(session, owner, now=now, lock=True)
+    if cart is None:
+        return EMPTY
+    cart.coupon_code = None
+    cart.expires_at = now + CART_TTL
+    await session.flush()
+    return await _view(session, cart, owner)
+
+
+# --- sign-in and expiry ------------------------------------------------------------------------------------------
+
+
+async def merge_guest_cart(session: AsyncSession, *, user_id: uuid.UUID, guest_token: str) -> None:
+    """At login or registration, move the guest cart of ``guest_token`` (the raw ``mercato_cart`` cookie value)
+    into the user's cart (created if needed), then delete the guest cart. Nothing happens when the token names no
+    live cart.
+
+    A unit in both carts gets the quantities summed, capped by what is available now and by 100 (never below
+    what the user's line already held); a guest line is moved (keeping its place in cart order) with its
+    quantity capped the same way, and dropped when nothing of it is available or it is no longer for sale. The
+    guest's coupon is kept when the user's cart has none (it is checked again when the cart is read and at
+    checkout).
+    """
+    now = clock.now()
+    guest = await repository.cart_for_token(session, token_hash(guest_token), lock=True)
+    if guest is None:
+        return
+    guest_items = await repository.items_of(session, guest.id)
+    if guest.expires_at <= now or (not guest_items and guest.coupon_code is None):
+        await repository.delete_cart(session, guest.id)
+        return
+    cart, _ = await _cart_for_write(session, CartOwner(user_id=user_id), now)
+    mine = {_key(item): item for item in await repository.items_of(session, cart.id)}
+    units = await sellable_units(session, [_key(item) for item in guest_items])
+    for item in guest_items:
+        unit = units.get(_key(item))
+        cap = min(unit.available, MAX_LINE_QUANTITY) if unit is not None else 0
+        line = mine.get(_key(item))
+        if line is not None:
+            line.quantity = max(line.quantity, min(line.quantity + item.quantity, cap))
+        elif min(item.quantity, cap) > 0:
+            item.cart_id = cart.id
+            item.quantity = min(item.quantity, cap)
+    if cart.coupon_code is None:
+        cart.coupon_code = guest.coupon_code
+    await session.flush()
+    await repository.delete_cart(session, guest.id)
+
+
+async def expire_cart(session: AsyncSession, cart_id: uuid.UUID) -> bool:
+    """The ``cart.expire`` job's work: delete cart ``cart_id`` if it has expired (True), else schedule the job
+    again for its new ``expires_at`` (False). A cart already gone changes nothing (False). Idempotent."""
+    cart = await repository.cart_by_id(session, cart_id, lock=True)
+    if cart is None:
+        return False
+    if cart.expires_at <= clock.now():
+        await repository.delete_cart(session, cart.id)
+        return True
+    jobs.enqueue(session, EXPIRE_JOB, {"cart_id": str(cart.id)}, run_at=cart.expires_at)
+    return False
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _key(item: CartItem) -> UnitKey:
+    return (item.product_id, item.variant_id)
+
+
+async def _find(session: AsyncSession, owner: CartOwner, *, lock: bool) -> Cart | None:
+    if owner.user_id is not None:
+        return await repository.cart_for_user(session, owner.user_id, lock=lock)
+    if owner.token:
+        return await repository.cart_for_token(session, token_hash(owner.token), lock=lock)
+    return None
+
+
+async def _live_cart(session: AsyncSession, owner: CartOwner, *, now: datetime, lock: bool = False) -> Cart | None:
+    cart = await _find(session, owner, lock=lock)
+    return cart if cart is not None and cart.expires_at > now else None
+
+
+async def _cart_for_write(session: AsyncSession, owner: CartOwner, now: datetime) -> tuple[Cart, str | None]:
+    """The owner's cart, locked, with ``expires_at`` moved 30 days ahead; created (with its expiry job) when there
+    is none or it has expired. Returns the cart and, for a guest, the token the cookie must carry."""
+    cart = await _find(session, owner, lock=True)
+    if cart is not None and cart.expires_at <= now:
+        await repository.delete_cart(session, cart.id)
+        cart = None
+    if cart is not None:
+        cart.expires_at = now + CART_TTL
+        return cart, owner.token if owner.user_id is None else None
+    token = None if owner.user_id is not None else secrets.token_urlsafe(32)
+    cart = Cart(
+        id=clock.new_id(),
+        user_id=owner.user_id,
+        token_hash=token_hash(token) if token is not None else None,
+        expires_at=now + CART_TTL,
+    )
+    if not await repository.add_cart(session, cart):
+        # the same user's concurrent first write created it a moment ago
+        assert owner.user_id is not None
+        existing = await repository.cart_for_user(session, owner.user_id, lock=True)
+        assert existing is not None
+        existing.expires_at = now + CART_TTL
+        return existing, None
+    jobs.enqueue(session, EXPIRE_JOB, {"cart_id": str(cart.id)}, run_at=cart.expires_at)
+    return cart, token
+
+
+async def _owned_item(
+    session: AsyncSession, owner: CartOwner, item_id: uuid.UUID, now: datetime
+) -> tuple[Cart, CartItem]:
+    cart = await _live_cart(session, owner, now=now, lock=True)
+    item = await repository.item_of(session, cart.id, item_id) if cart is not None else None
+    if cart is None or item is None:
+        raise CartItemNotFound(f"Your cart has no item {item_id}.")
+    return cart, item
+
+
+def _check_quantity(quantity: int, unit: Unit) -> None:
+    if quantity > MAX_LINE_QUANTITY:
+        raise ValidationFailed(
+            f"A cart line holds at most {MAX_LINE_QUANTITY} units; this one would hold {quantity}.", field="quantity"
+        )
+    if quantity > unit.available:
+        raise InsufficientStock(
+            f"Only {max(unit.available, 0)} of {unit.name} available; the line would hold {quantity}.",
+            product_id=str(unit.product_id),
+            variant_id=str(unit.variant_id) if unit.variant_id else None,
+            available=max(unit.available, 0),
+        )
+
+
+def _priced_lines(items: Sequence[CartItem], units: dict[UnitKey, Unit]) -> list[pricing.Line]:
+    return [pricing.Line(item.id, units[_key(item)].unit_price, item.quantity) for item in items if _key(item) in units]
+
+
+async def _view(session: AsyncSession, cart: Cart | None, owner: CartOwner) -> CartView:
+    """Price ``cart`` now with the one pricing function (no shipping, tax rate 0 until the cart knows a shipping
+    address and method)."""
+    if cart is None:
+        return EMPTY
+    items = await repository.items_of(session, cart.id)
+    units = await sellable_units(session, [_key(item) for item in items])
+    lines = _priced_lines(items, units)
+    subtotal = pricing.price(lines).subtotal
+    coupon: AppliedCoupon | None = None
+    problem: CouponError | None = None
+    discount: pricing.Discount | None = None
+    if cart.coupon_code is not None:
+        try:
+            found = await promotions.check(
+                session, cart.coupon_code, subtotal=subtotal, user_id=owner.user_id, email=None, now=clock.now()
+            )
+        except CouponInvalid as exc:
+            problem = CouponError(code=cart.coupon_code, reason=exc.reason, detail=exc.detail)
+        else:
+            discount = promotions.discount_of(found)
+            coupon = AppliedCoupon(code=found.code, type=discount.type, value=discount.value)
+    totals = pricing.price(lines, discount=discount)
+    priced = {line.key: line for line in totals.lines}
+    views = []
+    for item in items:
+        unit = units.get(_key(item))
+        line = priced.get(item.id)
+        views.append(
+            LineView(
+                id=item.id,
+                product_id=item.product_id,
+                variant_id=item.variant_id,
+                name=unit.name if unit else None,
+                sku=unit.sku if unit else None,
+                unit_price=line.unit_price if line else None,
+                quantity=item.quantity,
+                line_total=line.line_total if line else None,
+                available=max(unit.available, 0) if unit else 0,
+            )
+        )
+    return CartView(
+        id=cart.id,
+        items=views,
+        coupon=coupon,
+        coupon_error=problem,
+        subtotal=totals.subtotal,
+        discount_total=totals.discount_total,
+        shipping_total=totals.shipping_total,
+        tax_total=totals.tax_total,
+        total=totals.total,
+        item_count=sum(line.quantity for line in totals.lines),
+        expires_at=cart.expires_at,
+    )

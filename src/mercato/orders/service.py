@@ -1,0 +1,457 @@
+"""Order use cases: placing an order from the cart (or, for staff, from a channel), reading it (now or as it
+stood at an instant), the customer's note changes and cancellation, and reservation expiry.
+
+Every change appends an ``order_events`` row in the same transaction; the order row is the projection of those
+events (ARCHITECTURE.md). Stock moves go through the inventory service, coupon use through the promotions
+service, prices through the one pricing function (``mercato.cart.rules.price``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mercato.cart import rules as pricing
+from mercato.cart import service as cart_service
+from mercato.cart.deps import CartOwner
+from mercato.catalog.units import require_units
+from mercato.db.queries import Paged
+from mercato.errors import ValidationFailed
+from mercato.identity import users_service
+from mercato.identity.models import Role
+from mercato.identity.principal import Principal
+from mercato.inventory import service as inventory
+from mercato.orders import repository, rules
+from mercato.orders.errors import InvalidTransition, OrderNotFound
+from mercato.orders.models import Channel, Order, OrderEvent, OrderItem, OrderStatus, PaymentStatus, Priority
+from mercato.orders.schemas import ChannelOrderCreate, OrderCreate, OrderRead
+from mercato.platform import clock, jobs
+from mercato.platform.context import services_of
+from mercato.platform.email import queue_email
+from mercato.promotions import service as promotions
+
+EXPIRE_JOB = "orders.expire"
+STAFF = (Role.sales,)
+Units = list[tuple[uuid.UUID, uuid.UUID | None, int]]
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Who an order is for: an account (``user_id``) and/or contact details (guests, channel orders)."""
+
+    user_id: uuid.UUID | None
+    email: str | None
+    name: str | None = None
+    phone: str | None = None
+
+
+def is_staff(principal: Principal | None) -> bool:
+    """Admins and sales staff see and manage every order."""
+    return principal is not None and principal.may(*STAFF)
+
+
+# --- placing --------------------------------------------------------------------------------------------------
+
+
+async def place_order(
+    session: AsyncSession, principal: Principal | None, owner: CartOwner, body: OrderCreate
+) -> tuple[Order, str | None]:
+    """Turn the caller's cart into a pending order in one transaction: price snapshot per line, totals from the
+    pricing function, coupon use counted, stock reserved, cart emptied, ``order.placed`` event, confirmation
+    email queued, expiry job scheduled (API.md ``POST /orders``).
+
+    Returns:
+        The order and, for a guest, the order token (shown once; ``None`` for signed-in customers).
+
+    Raises:
+        ValidationFailed: empty cart (field ``cart``), guest without ``email``, no or two shipping addresses,
+            a shipping method that does not exist.
+        NotFound: a line's product is no longer for sale; another user's saved address.
+        InsufficientStock: a line asks for more than is available.
+        CouponInvalid: the cart's coupon is no longer usable (with its reason).
+    """
+    user_id = principal.user_id if principal is not None else None
+    if user_id is None and body.email is None:
+        raise ValidationFailed("Guests must give an email address for their order.", field="email")
+    cart = await cart_service.checkout_lines(session, owner)
+    if cart is None or not cart.lines:
+        raise ValidationFailed("The cart is empty.", field="cart")
+    address = await _shipping_address(session, user_id, body)
+    email = body.email or (principal.user.get("email") if principal is not None else None)
+    name = None
+    if principal is not None and principal.user:
+        name = " ".join(part for part in (principal.user.get("first_name"), principal.user.get("last_name")) if part)
+    token = secrets.token_urlsafe(32) if user_id is None else None
+    order = await _open_order(
+        session,
+        units=cart.lines,
+        customer=Customer(user_id, email, name or None, address.get("phone")),
+        address=address,
+        shipping_method_id=body.shipping_method_id,
+        coupon_code=cart.coupon_code,
+        channel=Channel.web,
+        notes=body.notes,
+        actor_id=user_id,
+        token=token,
+    )
+    await cart_service.empty_cart(session, cart.cart_id)
+    return order, token
+
+
+async def create_channel_order(session: AsyncSession, principal: Principal, body: ChannelOrderCreate) -> Order:
+    """Staff enter an order taken on another channel (source 002) for a customer with or without an account.
+    Stock is reserved as for web orders; the reservation does not expire (staff follow such orders up).
+
+    Raises:
+        ValidationFailed: a bad postal code, a shipping method that does not exist.
+        NotFound: unknown ``user_id`` (field ``user_id``) or a product not for sale.
+        InsufficientStock: a line asks for more than is available.
+    """
+    email = str(body.customer.email) if body.customer.email else None
+    if body.user_id is not None:
+        user = await users_service.find_user(session, body.user_id)
+        if user is None:
+            raise OrderNotFound("No such customer account.", field="user_id")
+        email = email or user.email
+    merged: dict[tuple[uuid.UUID, uuid.UUID | None], int] = {}
+    for item in body.items:
+        merged[(item.product_id, item.variant_id)] = merged.get((item.product_id, item.variant_id), 0) + item.quantity
+    return await _open_order(
+        session,
+        units=[(product_id, variant_id, quantity) for (product_id, variant_id), quantity in merged.items()],
+        customer=Customer(body.user_id, email, body.customer.name, body.customer.phone),
+        address=users_service.checked_address(body.shipping_address),
+        shipping_method_id=body.shipping_method_id,
+        coupon_code=None,
+        channel=body.channel,
+        notes=body.notes,
+        actor_id=principal.user_id,
+        priority=body.priority,
+        expected_delivery_date=body.expected_delivery_date,
+    )
+
+
+async def _shipping_address(session: AsyncSession, user_id: uuid.UUID | None, body: OrderCreate) -> dict[str, Any]:
+    if (body.shipping_address is None) == (body.shipping_address_id is None):
+        raise ValidationFailed("Give either shipping_address or shipping_address_id.", field="shipping_address")
+    if body.shipping_address is not None:
+        return users_service.checked_address(body.shipping_address)
+    if user_id is None:
+        raise ValidationFailed("Guests give a shipping_address.", field="shipping_address_id")
+    assert body.shipping_address_id is not None
+    return await users_service.saved_address(session, user_id, body.shipping_address_id)
+
+
+async def _open_order(
+    session: AsyncSession,
+    *,
+    units: Units,
+    customer: Customer,
+    address: dict[str, Any],
+    shipping_method_id: uuid.UUID | None,
+    coupon_code: str | None,
+    channel: Channel,
+    notes: str | None,
+    actor_id: uuid.UUID | None,
+    token: str | None = None,
+    priority: Priority = Priority.normal,
+    expected_delivery_date: Any = None,
+) -> Order:
+    if shipping_method_id is not None:
+        # shipping methods arrive with the payments-and-shipping issue; until then none exists
+        raise ValidationFailed("No such shipping method.", field="shipping_method_id")
+    services = services_of(session)
+    now = clock.now()
+    sellable = await require_units(session, [(product_id, variant_id) for product_id, variant_id, _ in units])
+    lines = [pricing.Line((p, v), sellable[(p, v)].unit_price, quantity) for p, v, quantity in units]
+    order_id = clock.new_id()
+    discount = None
+    coupon = None
+    if coupon_code:
+        subtotal = pricing.price(lines).subtotal
+        coupon = await promotions.redeem(
+            session,
+            coupon_code,
+            order_id=order_id,
+            user_id=customer.user_id,
+            email=customer.email,
+            subtotal=subtotal,
+            now=now,
+        )
+        discount = promotions.discount_of(coupon)
+    totals = pricing.price(lines, discount=discount)
+    seq = await repository.next_seq(session)
+    number = rules.order_number(seq)
+    ttl = services.settings.reservation_ttl
+    order = Order(
+        id=order_id,
+        seq=seq,
+        number=number,
+        user_id=customer.user_id,
+        status=OrderStatus.pending,
+        payment_status=PaymentStatus.unpaid,
+        channel=channel,
+        priority=priority,
+        currency=services.settings.currency,
+        subtotal=totals.subtotal,
+        discount_total=totals.discount_total,
+        shipping_total=totals.shipping_total,
+        tax_total=totals.tax_total,
+        total=totals.total,
+        coupon_id=coupon.id if coupon is not None else None,
+        coupon_code=coupon.code if coupon is not None else None,
+        customer_name=customer.name,
+        customer_email=customer.email,
+        customer_phone=customer.phone,
+        shipping_address=address,
+        shipping_method=None,
+        expected_delivery_date=expected_delivery_date,
+        notes=notes,
+        token_hash=rules.token_hash(token) if token else None,
+        reservation_expires_at=now + timedelta(seconds=ttl) if channel is Channel.web else None,
+        created_at=now,
+        updated_at=now,
+        items=[
+            OrderItem(
+                id=clock.new_id(),
+                position=position,
+                product_id=line.key[0],  # type: ignore[index]
+                variant_id=line.key[1],  # type: ignore[index]
+                name=sellable[line.key].name,  # type: ignore[index]
+                sku=sellable[line.key].sku,  # type: ignore[index]
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                line_total=line.line_total,
+                discount=line.discount,
+            )
+            for position, line in enumerate(totals.lines)
+        ],
+    )
+    session.add(order)
+    await session.flush()
+    await inventory.reserve(session, units, reference=number, actor_id=actor_id)
+    _append(session, order, "order.placed", OrderRead.model_validate(order).model_dump(mode="json"), actor_id, 1, now)
+    if order.reservation_expires_at is not None:
+        jobs.enqueue(session, EXPIRE_JOB, {"order_id": str(order.id)}, run_at=order.reservation_expires_at)
+    if customer.email:
+        _confirmation_email(session, order)
+    await session.flush()
+    return order
+
+
+def _confirmation_email(session: AsyncSession, order: Order) -> None:
+    assert order.customer_email is not None
+    lines = "\n".join(f"  {item.quantity} × {item.name}  {item.line_total}" for item in order.items)
+    queue_email(
+        session,
+        to=order.customer_email,
+        subject=f"Your order {order.number}",
+        text=(
+            f"Thank you for your order {order.number}.\n\n{lines}\n\n"
+            f"Subtotal: {order.subtotal} {order.currency}\nDiscount: {order.discount_total} {order.currency}\n"
+            f"Shipping: {order.shipping_total} {order.currency}\nTax: {order.tax_total} {order.currency}\n"
+            f"Total: {order.total} {order.currency}\n"
+        ),
+    )
+
+
+# --- reading --------------------------------------------------------------------------------------------------
+
+
+async def get_order(
+    session: AsyncSession,
+    principal: Principal | None,
+    order_id: uuid.UUID,
+    *,
+    order_token: str | None = None,
+    lock: bool = False,
+) -> Order:
+    """The order if the caller may see it: staff, its customer, or a guest with its order token.
+
+    Raises:
+        OrderNotFound: no such order, or not the caller's (never reveals that it exists).
+    """
+    order = await repository.order(session, order_id, lock=lock)
+    if order is None or not _may_see(principal, order, order_token):
+        raise OrderNotFound(f"No order {order_id}.")
+    return order
+
+
+def _may_see(principal: Principal | None, order: Order, order_token: str | None) -> bool:
+    if is_staff(principal):
+        return True
+    if principal is not None and principal.user_id is not None and principal.user_id == order.user_id:
+        return True
+    return bool(
+        order_token and order.token_hash and secrets.compare_digest(order.token_hash, rules.token_hash(order_token))
+    )
+
+
+async def order_as_of(
+    session: AsyncSession, principal: Principal | None, order_id: uuid.UUID, at: datetime, *, order_token: str | None
+) -> OrderRead:
+    """The order as it stood at ``at`` (UTC), rebuilt from its events up to and including that instant.
+
+    Raises:
+        OrderNotFound: not visible to the caller, or it did not exist yet at ``at``.
+    """
+    await get_order(session, principal, order_id, order_token=order_token)
+    history = await repository.events(session, order_id, until=at)
+    if not history:
+        raise OrderNotFound(f"Order {order_id} did not exist at {at.isoformat()}.")
+    state: dict[str, Any] = {}
+    for event in history:
+        state.update(event.data)
+        state["status"] = event.status
+        state["updated_at"] = event.created_at
+    return OrderRead.model_validate(state)
+
+
+async def order_events(
+    session: AsyncSession,
+    principal: Principal | None,
+    order_id: uuid.UUID,
+    *,
+    order_token: str | None,
+    page: int,
+    limit: int,
+) -> Paged[OrderEvent]:
+    """A page of the order's history, oldest first. Raises :class:`OrderNotFound` like :func:`get_order`."""
+    await get_order(session, principal, order_id, order_token=order_token)
+    return await repository.paged_events(session, order_id, page=page, limit=limit)
+
+
+async def list_orders(session: AsyncSession, filters: repository.OrderFilter, *, page: int, limit: int) -> Paged[Order]:
+    """Orders matching ``filters`` (the router scopes customers to their own), newest first."""
+    return await repository.list_orders(session, filters, page=page, limit=limit)
+
+
+async def priority_orders(session: AsyncSession, *, page: int, limit: int) -> Paged[Order]:
+    """Open orders by expected delivery date (source 002's priority list)."""
+    return await repository.priority_orders(session, page=page, limit=limit)
+
+
+# --- changing -------------------------------------------------------------------------------------------------
+
+
+async def update_notes(
+    session: AsyncSession,
+    principal: Principal | None,
+    order_id: uuid.UUID,
+    notes: str | None,
+    *,
+    order_token: str | None,
+) -> Order:
+    """Change the order's notes: its customer while it is pending, staff at any time; appends ``order.updated``.
+
+    Raises:
+        OrderNotFound: not the caller's order.
+        InvalidTransition: a customer editing an order that is no longer pending.
+    """
+    order = await get_order(session, principal, order_id, order_token=order_token, lock=True)
+    if not is_staff(principal) and order.status != OrderStatus.pending:
+        raise InvalidTransition(f"Order {order.number} is {order.status}; notes can change only while pending.")
+    if notes != order.notes:
+        order.notes = notes
+        await record(session, order, "order.updated", {"notes": notes}, _actor(principal))
+    return order
+
+
+async def cancel_order(
+    session: AsyncSession,
+    principal: Principal | None,
+    order_id: uuid.UUID,
+    *,
+    order_token: str | None,
+    reason: str = "customer",
+) -> Order:
+    """Cancel a pending or processing order: releases reserved stock (pending) or returns committed stock to on
+    hand (processing), gives the coupon use back, appends ``order.cancelled`` (API.md ``DELETE /orders/{id}``).
+
+    Raises:
+        OrderNotFound: not the caller's order.
+        InvalidTransition: the order is shipped, delivered, returned or already cancelled.
+    """
+    order = await get_order(session, principal, order_id, order_token=order_token, lock=True)
+    await _cancel(session, order, reason=reason, actor_id=_actor(principal))
+    return order
+
+
+async def _cancel(session: AsyncSession, order: Order, *, reason: str, actor_id: uuid.UUID | None) -> None:
+    if not rules.can_move(order.status, OrderStatus.cancelled):
+        raise InvalidTransition(f"Order {order.number} is {order.status} and cannot be cancelled.")
+    units = [(item.product_id, item.variant_id, item.quantity) for item in order.items]
+    if order.status == OrderStatus.pending:
+        await inventory.release(session, units, reference=order.number, reason="order.cancelled", actor_id=actor_id)
+    else:
+        await inventory.restock(session, units, reference=order.number, reason="order.cancelled", actor_id=actor_id)
+    if order.coupon_id is not None:
+        await promotions.release(session, order_id=order.id, now=clock.now())
+    order.status = OrderStatus.cancelled
+    order.cancel_reason = reason
+    order.reservation_expires_at = None
+    await record(session, order, "order.cancelled", {"cancel_reason": reason, "reservation_expires_at": None}, actor_id)
+
+
+async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """Cancel an unpaid order whose reservation has passed ``MERCATO_RESERVATION_TTL`` (reason ``expired``).
+    Safe to run more than once: an order that was paid, confirmed, cancelled or extended is left alone.
+
+    Returns:
+        True when the order was cancelled now.
+    """
+    order = await repository.order(session, order_id, lock=True)
+    if order is None or order.status != OrderStatus.pending or order.reservation_expires_at is None:
+        return False
+    if order.payment_status not in (PaymentStatus.unpaid, PaymentStatus.failed):
+        return False
+    if order.reservation_expires_at > clock.now():
+        jobs.enqueue(session, EXPIRE_JOB, {"order_id": str(order.id)}, run_at=order.reservation_expires_at)
+        return False
+    await _cancel(session, order, reason="expired", actor_id=None)
+    return True
+
+
+async def record(
+    session: AsyncSession, order: Order, event_type: str, data: dict[str, Any], actor_id: uuid.UUID | None
+) -> OrderEvent:
+    """Append an event for a change already applied to ``order`` (its status after the change is recorded);
+    bumps ``updated_at``. ``data`` holds the changed fields, JSON-safe. The caller holds the order's row lock."""
+    now = clock.now()
+    order.updated_at = now
+    seq = await repository.last_event_seq(session, order.id) + 1
+    event = _append(session, order, event_type, data, actor_id, seq, now)
+    await session.flush()
+    return event
+
+
+def _append(
+    session: AsyncSession,
+    order: Order,
+    event_type: str,
+    data: dict[str, Any],
+    actor_id: uuid.UUID | None,
+    seq: int,
+    at: datetime,
+) -> OrderEvent:
+    event = OrderEvent(
+        id=clock.new_id(),
+        order_id=order.id,
+        seq=seq,
+        type=event_type,
+        status=order.status,
+        data=data,
+        actor_id=actor_id,
+        created_at=at,
+    )
+    session.add(event)
+    return event
+
+
+def _actor(principal: Principal | None) -> uuid.UUID | None:
+    return principal.user_id if principal is not None else None

@@ -1,0 +1,445 @@
+"""Orders: placement from user and guest carts, snapshots, stock and coupon effects, access rules, notes,
+cancellation, expiry, events and ``as_of``, staff channel orders and listings, and the races of API.md."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mercato.cart.models import CartItem
+from mercato.inventory.models import InventoryItem
+from mercato.orders.models import Order, OrderEvent
+from mercato.platform import clock
+from mercato.platform.context import Services
+from mercato.promotions.models import Coupon
+from tests.conftest import bearer, make_admin, register, sent_mail
+
+ORDERS = "/api/v1/orders"
+ADDRESS = {
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+@pytest.fixture
+async def admin(services: Services, client: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await make_admin(services, client))
+
+
+async def product(client: httpx.AsyncClient, admin: dict[str, str], *, price: str = "10.00", stock: int = 10) -> str:
+    body = {"name": f"Thing {uuid.uuid4().hex[:6]}", "price": price, "status": "active", "stock": stock}
+    response = await client.post("/api/v1/products", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def add(
+    client: httpx.AsyncClient, product_id: str, quantity: int = 1, headers: dict[str, str] | None = None
+) -> None:
+    response = await client.post(
+        "/api/v1/cart/items", json={"product_id": product_id, "quantity": quantity}, headers=headers or {}
+    )
+    assert response.status_code == 201, response.text
+
+
+async def stock(services: Services, product_id: str) -> tuple[int, int]:
+    """(on_hand, reserved) of a product without variants."""
+    async with services.db.session(write=False) as session:
+        row = (
+            await session.execute(
+                select(InventoryItem.on_hand, InventoryItem.reserved).where(
+                    InventoryItem.product_id == uuid.UUID(product_id), InventoryItem.variant_id.is_(None)
+                )
+            )
+        ).one()
+        return int(row[0]), int(row[1])
+
+
+async def count(services: Services, model: type, *where: Any) -> int:
+    async with services.db.session(write=False) as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def guest(app: Any) -> httpx.AsyncClient:
+    """A separate client with its own cookie jar (a guest's browser)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://testserver"
+    )
+
+
+async def test_customer_places_an_order_from_the_cart(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, price="19.99", stock=5)
+    user = await register(client)
+    headers = bearer(user)
+    await add(client, pid, 2, headers)
+
+    response = await client.post(ORDERS, json={"shipping_address": ADDRESS, "notes": "Ring twice"}, headers=headers)
+
+    assert response.status_code == 201, response.text
+    order = response.json()
+    assert order["number"].startswith("MC-") and len(order["number"]) == 9
+    assert order["status"] == "pending" and order["payment_status"] == "unpaid"
+    assert order["user_id"] == user["user"]["id"] and order["order_token"] is None
+    assert [(i["product_id"], i["quantity"], i["unit_price"], i["line_total"]) for i in order["items"]] == [
+        (pid, 2, "19.99", "39.98")
+    ]
+    assert (order["subtotal"], order["discount_total"], order["total"], order["currency"]) == (
+        "39.98",
+        "0.00",
+        "39.98",
+        "USD",
+    )
+    assert order["shipping_address"]["postal_code"] == "SW1Y 4JH" and order["notes"] == "Ring twice"
+    assert order["customer_email"] == user["user"]["email"]
+    assert await stock(services, pid) == (5, 2)
+    cart = (await client.get("/api/v1/cart", headers=headers)).json()
+    assert cart["items"] == [] and cart["item_count"] == 0
+    events = (await client.get(f"{ORDERS}/{order['id']}/events", headers=headers)).json()["data"]
+    assert [(e["type"], e["status"]) for e in events] == [("order.placed", "pending")]
+    mail = await sent_mail(services, user["user"]["email"])
+    assert any(order["number"] in str(message["Subject"]) for message in mail)
+    listed = (await client.get(ORDERS, headers=headers)).json()
+    assert [o["id"] for o in listed["data"]] == [order["id"]] and listed["pagination"]["total"] == 1
+
+    # a price change after placement does not touch the snapshot
+    await client.patch(f"/api/v1/products/{pid}", json={"price": "25.00"}, headers=admin)
+    again = (await client.get(f"{ORDERS}/{order['id']}", headers=headers)).json()
+    assert again["items"][0]["unit_price"] == "19.99" and again["total"] == "39.98"
+
+
+async def test_saved_address_and_address_rules(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    pid = await product(client, admin)
+    user = await register(client)
+    headers = bearer(user)
+    saved = await client.post(f"/api/v1/users/{user['user']['id']}/addresses", json=ADDRESS, headers=headers)
+    assert saved.status_code == 201, saved.text
+    await add(client, pid, 1, headers)
+    other = await register(client)
+    foreign = await client.post(
+        f"/api/v1/users/{other['user']['id']}/addresses", json=ADDRESS | {"city": "Paris"}, headers=bearer(other)
+    )
+
+    both = await client.post(
+        ORDERS, json={"shipping_address": ADDRESS, "shipping_address_id": saved.json()["id"]}, headers=headers
+    )
+    neither = await client.post(ORDERS, json={}, headers=headers)
+    bad_postcode = await client.post(
+        ORDERS, json={"shipping_address": ADDRESS | {"postal_code": "123"}}, headers=headers
+    )
+    not_mine = await client.post(ORDERS, json={"shipping_address_id": foreign.json()["id"]}, headers=headers)
+    ok = await client.post(ORDERS, json={"shipping_address_id": saved.json()["id"]}, headers=headers)
+
+    assert both.status_code == neither.status_code == bad_postcode.status_code == 422
+    assert bad_postcode.json()["errors"][0]["loc"] == ["body", "shipping_address", "postal_code"]
+    assert not_mine.status_code == 404
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["shipping_address"]["city"] == "London"
+
+
+async def test_empty_cart_and_guest_without_email_are_422_and_change_nothing(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, stock=3)
+    user = await register(client)
+    empty = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=bearer(user))
+    assert empty.status_code == 422 and empty.json()["errors"][0]["loc"] == ["body", "cart"]
+
+    async with guest(app) as browser:
+        await add(browser, pid, 2)
+        no_email = await browser.post(ORDERS, json={"shipping_address": ADDRESS})
+        assert no_email.status_code == 422
+        assert no_email.json()["errors"][0]["loc"] == ["body", "email"]
+        assert (await browser.get("/api/v1/cart")).json()["item_count"] == 2
+    assert await stock(services, pid) == (3, 0)
+    assert await count(services, Order) == 0
+
+
+async def test_guest_checkout_with_order_token(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, price="5.00", stock=4)
+    async with guest(app) as browser:
+        await add(browser, pid, 3)
+        placed = await browser.post(ORDERS, json={"shipping_address": ADDRESS, "email": "guest@example.com"})
+        assert placed.status_code == 201, placed.text
+        order = placed.json()
+        token = order["order_token"]
+        assert token and order["user_id"] is None and order["customer_email"] == "guest@example.com"
+
+        assert (await browser.get(f"{ORDERS}/{order['id']}")).status_code == 404
+        assert (await browser.get(f"{ORDERS}/{order['id']}", headers={"X-Order-Token": "wrong"})).status_code == 404
+        assert (await browser.delete(f"{ORDERS}/{order['id']}", headers={"X-Order-Token": "wrong"})).status_code == 404
+        mine = await browser.get(f"{ORDERS}/{order['id']}", headers={"X-Order-Token": token})
+        assert mine.status_code == 200 and mine.json()["number"] == order["number"]
+        assert "order_token" not in mine.json()
+        assert await stock(services, pid) == (4, 3)
+
+        cancelled = await browser.delete(f"{ORDERS}/{order['id']}", headers={"X-Order-Token": token})
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancel_reason"] == "customer"
+    assert await stock(services, pid) == (4, 0)
+    assert len(await sent_mail(services, "guest@example.com")) == 1
+
+
+async def test_another_customer_never_sees_or_cancels_an_order(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin)
+    owner = await register(client)
+    await add(client, pid, 1, bearer(owner))
+    order = (await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=bearer(owner))).json()
+    intruder = bearer(await register(client))
+
+    assert (await client.get(f"{ORDERS}/{order['id']}", headers=intruder)).status_code == 404
+    assert (await client.get(f"{ORDERS}/{order['id']}/events", headers=intruder)).status_code == 404
+    assert (await client.patch(f"{ORDERS}/{order['id']}", json={"notes": "x"}, headers=intruder)).status_code == 404
+    assert (await client.delete(f"{ORDERS}/{order['id']}", headers=intruder)).status_code == 404
+    assert (await client.get(ORDERS, headers=intruder)).json()["data"] == []
+    assert (await client.get("/api/v1/admin/orders", headers=intruder)).status_code == 403
+    assert (await client.get(f"{ORDERS}/{order['id']}", headers=admin)).status_code == 200
+    assert await stock(services, pid) == (10, 1)
+
+
+async def test_more_than_available_at_placement_is_409_and_changes_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, stock=3)
+    user = await register(client)
+    headers = bearer(user)
+    await add(client, pid, 3, headers)
+    other = await register(client)
+    await add(client, pid, 2, bearer(other))
+    first = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=bearer(other))
+    assert first.status_code == 201
+
+    refused = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=headers)
+
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/insufficient-stock")
+    assert await stock(services, pid) == (3, 2)
+    assert (await client.get("/api/v1/cart", headers=headers)).json()["item_count"] == 3
+    assert await count(services, Order) == 1
+
+
+async def test_coupon_is_counted_at_placement_and_released_on_cancel(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, price="30.00")
+    created = await client.post(
+        "/api/v1/coupons", json={"code": "TENOFF", "type": "percentage", "value": "10", "usage_limit": 5}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    user = await register(client)
+    headers = bearer(user)
+    await add(client, pid, 1, headers)
+    applied = await client.post("/api/v1/cart/apply-coupon", json={"code": "tenoff"}, headers=headers)
+    assert applied.status_code == 200, applied.text
+
+    order = (await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=headers)).json()
+    assert (order["coupon_code"], order["discount_total"], order["total"]) == ("TENOFF", "3.00", "27.00")
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "TENOFF")) == 1
+
+    assert (await client.delete(f"{ORDERS}/{order['id']}", headers=headers)).status_code == 200
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "TENOFF")) == 0
+
+
+async def test_notes_events_and_as_of(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    pid = await product(client, admin)
+    user = await register(client)
+    headers = bearer(user)
+    await add(client, pid, 1, headers)
+    order = (await client.post(ORDERS, json={"shipping_address": ADDRESS, "notes": "first"}, headers=headers)).json()
+    await asyncio.sleep(0.01)
+    updated = await client.patch(f"{ORDERS}/{order['id']}", json={"notes": "second"}, headers=headers)
+    assert updated.status_code == 200 and updated.json()["notes"] == "second"
+    await asyncio.sleep(0.01)
+    cancelled = await client.delete(f"{ORDERS}/{order['id']}", headers=headers)
+    assert cancelled.status_code == 200
+
+    too_late = await client.patch(f"{ORDERS}/{order['id']}", json={"notes": "third"}, headers=headers)
+    assert too_late.status_code == 409 and too_late.json()["type"].endswith("/invalid-transition")
+    again = await client.delete(f"{ORDERS}/{order['id']}", headers=headers)
+    assert again.status_code == 409
+
+    events = (await client.get(f"{ORDERS}/{order['id']}/events", headers=headers)).json()["data"]
+    assert [(e["type"], e["status"]) for e in events] == [
+        ("order.placed", "pending"),
+        ("order.updated", "pending"),
+        ("order.cancelled", "cancelled"),
+    ]
+    assert events[1]["data"] == {"notes": "second"} and events[2]["actor_id"] == user["user"]["id"]
+    assert "." in events[0]["created_at"]  # microseconds
+
+    at_update = events[1]["created_at"]
+    then = await client.get(f"{ORDERS}/{order['id']}", params={"as_of": at_update}, headers=headers)
+    assert then.status_code == 200, then.text
+    assert (then.json()["status"], then.json()["notes"]) == ("pending", "second")
+    at_place = await client.get(f"{ORDERS}/{order['id']}", params={"as_of": events[0]["created_at"]}, headers=headers)
+    assert (at_place.json()["status"], at_place.json()["notes"]) == ("pending", "first")
+    before = (datetime.fromisoformat(events[0]["created_at"]) - timedelta(seconds=1)).isoformat()
+    assert (await client.get(f"{ORDERS}/{order['id']}", params={"as_of": before}, headers=headers)).status_code == 404
+    naive = await client.get(f"{ORDERS}/{order['id']}", params={"as_of": "2026-01-01T00:00:00"}, headers=headers)
+    assert naive.status_code == 422
+
+
+async def test_unpaid_order_expires_and_releases_stock(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, stock=2)
+    user = await register(client)
+    await add(client, pid, 2, bearer(user))
+    order = (await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=bearer(user))).json()
+    assert await stock(services, pid) == (2, 2)
+
+    await services.jobs.run_due()  # not due yet: nothing happens
+    assert (await client.get(f"{ORDERS}/{order['id']}", headers=bearer(user))).json()["status"] == "pending"
+
+    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
+    clock.set_clock(lambda: later)
+    try:
+        await services.jobs.run_due()
+    finally:
+        clock.set_clock(None)
+
+    expired = (await client.get(f"{ORDERS}/{order['id']}", headers=bearer(user))).json()
+    assert (expired["status"], expired["cancel_reason"]) == ("cancelled", "expired")
+    assert await stock(services, pid) == (2, 0)
+    assert await count(services, OrderEvent, OrderEvent.type == "order.cancelled", OrderEvent.actor_id.is_(None)) == 1
+
+
+async def test_staff_channel_orders_and_listings(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, price="12.50", stock=10)
+    customer = await register(client)
+    body = {
+        "customer": {"name": "Grace Hopper", "phone": "+1 555 0100"},
+        "items": [{"product_id": pid, "quantity": 1}, {"product_id": pid, "quantity": 2}],
+        "channel": "whatsapp",
+        "shipping_address": ADDRESS,
+        "expected_delivery_date": "2026-12-20",
+        "priority": "high",
+    }
+    refused = await client.post("/api/v1/admin/orders", json=body, headers=bearer(customer))
+    assert refused.status_code == 403
+
+    created = await client.post("/api/v1/admin/orders", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    order = created.json()
+    assert (order["channel"], order["priority"], order["customer_name"]) == ("whatsapp", "high", "Grace Hopper")
+    assert order["items"][0]["quantity"] == 3 and order["total"] == "37.50"
+    assert order["reservation_expires_at"] is None and order["user_id"] is None
+    soon = await client.post(
+        "/api/v1/admin/orders",
+        json=body | {"expected_delivery_date": "2026-12-10", "user_id": customer["user"]["id"], "channel": "call"},
+        headers=admin,
+    )
+    assert soon.status_code == 201 and soon.json()["customer_email"] == customer["user"]["email"]
+    assert await stock(services, pid) == (10, 6)
+
+    unknown_user = await client.post("/api/v1/admin/orders", json=body | {"user_id": str(uuid.uuid4())}, headers=admin)
+    bad_channel = await client.post("/api/v1/admin/orders", json=body | {"channel": "pigeon"}, headers=admin)
+    assert unknown_user.status_code == 404 and bad_channel.status_code == 422
+
+    by_channel = (await client.get("/api/v1/admin/orders", params={"channel": "whatsapp"}, headers=admin)).json()
+    assert [o["id"] for o in by_channel["data"]] == [order["id"]]
+    by_q = (await client.get("/api/v1/admin/orders", params={"q": "grace"}, headers=admin)).json()
+    assert by_q["pagination"]["total"] == 2
+    priority = (await client.get("/api/v1/admin/orders/priority", headers=admin)).json()["data"]
+    assert [o["id"] for o in priority] == [soon.json()["id"], order["id"]]
+    mine = (await client.get(ORDERS, headers=bearer(customer))).json()["data"]
+    assert [o["id"] for o in mine] == [soon.json()["id"]]
+
+
+async def test_fifty_buyers_for_the_last_ten_units(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, stock=10)
+    browsers = [guest(app) for _ in range(50)]
+    try:
+        for browser in browsers:
+            await add(browser, pid, 1)
+        responses = await asyncio.gather(
+            *(
+                browser.post(ORDERS, json={"shipping_address": ADDRESS, "email": f"buyer{n}@example.com"})
+                for n, browser in enumerate(browsers)
+            )
+        )
+    finally:
+        for browser in browsers:
+            await browser.aclose()
+
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [201] * 10 + [409] * 40, [r.text for r in responses if r.status_code not in (201, 409)]
+    assert await stock(services, pid) == (10, 10)
+    assert await count(services, Order) == 10
+    assert await count(services, CartItem) == 40  # the refused buyers keep their carts
+
+
+async def test_twenty_orders_for_a_coupon_limited_to_five(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, stock=100)
+    created = await client.post(
+        "/api/v1/coupons", json={"code": "FIVE", "type": "fixed", "value": "1.00", "usage_limit": 5}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    browsers = [guest(app) for _ in range(20)]
+    try:
+        for browser in browsers:
+            await add(browser, pid, 1)
+            assert (await browser.post("/api/v1/cart/apply-coupon", json={"code": "FIVE"})).status_code == 200
+        responses = await asyncio.gather(
+            *(
+                browser.post(ORDERS, json={"shipping_address": ADDRESS, "email": f"c{n}@example.com"})
+                for n, browser in enumerate(browsers)
+            )
+        )
+    finally:
+        for browser in browsers:
+            await browser.aclose()
+
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [201] * 5 + [422] * 15
+    refused = [r.json() for r in responses if r.status_code == 422]
+    assert all(body["type"].endswith("/coupon-invalid") for body in refused)
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "FIVE")) == 5
+    assert await stock(services, pid) == (100, 5)
+
+
+async def test_same_idempotency_key_ten_times_at_once_places_one_order(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, stock=10)
+    user = await register(client)
+    headers = bearer(user) | {"Idempotency-Key": "checkout-1"}
+    await add(client, pid, 2, bearer(user))
+
+    responses = await asyncio.gather(
+        *(client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=headers) for _ in range(10))
+    )
+
+    assert await count(services, Order) == 1
+    created = [r for r in responses if r.status_code == 201]
+    assert created and all(r.status_code in (201, 409) for r in responses)
+    assert len({r.json()["id"] for r in created}) == 1
+    replay = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=headers)
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == created[0].json()["id"]
+    mismatch = await client.post(ORDERS, json={"shipping_address": ADDRESS, "notes": "x"}, headers=headers)
+    assert mismatch.status_code == 422 and mismatch.json()["type"].endswith("/idempotency-mismatch")
+    assert await stock(services, pid) == (10, 2)
