@@ -5,10 +5,25 @@
 --   wrk -t T -c C -d CAP -s selling.lua URL -- <path> <body file> <cookie file or -> <threads> <once|cycle>
 --
 -- The cookie file holds one `mercato_cart` value a line; thread k of T takes lines k, k + T, k + 2T, ...
--- `once`: every cookie is sent exactly once (one checkout per prepared cart) and a thread stops as soon as all of
--- its cookies are answered, so wrk's -d is only a cap and the run time is the time the checkouts took.
+-- `once`: every cookie is sent exactly once (one checkout per prepared cart); a thread stops as soon as all of its
+-- cookies are answered and then creates the file <cookie file>.done-<thread number> (see finish() below).
 -- `cycle`: the thread's cookies are used round-robin for -d seconds.
 -- The body may contain {n}, replaced by a number unique in the run (a distinct guest email per order).
+-- `active_s` in the JSON is the time from the first request sent to the last response received (LuaJIT's FFI
+-- reads CLOCK_MONOTONIC): the checkouts' own duration, however wrk was stopped.
+
+local ffi = require("ffi")
+ffi.cdef [[
+  typedef struct { long tv_sec; long tv_nsec; } selling_timespec;
+  int clock_gettime(int clock, selling_timespec *tp);
+]]
+local clock = ffi.new("selling_timespec")
+
+-- seconds on CLOCK_MONOTONIC (the same clock in every thread)
+local function now()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) + tonumber(clock.tv_nsec) / 1e9
+end
 
 local threads = {}
 local count = 0
@@ -39,8 +54,12 @@ function init(args)
       end
     end
   end
+  marker = args[3] .. ".done-" .. id
   sent = 0
   answered = 0
+  if once and #cookies == 0 then
+    finish()
+  end
   statuses = {}
   samples = {}
 end
@@ -55,6 +74,7 @@ end
 
 function request()
   sent = sent + 1
+  first = first or now()
   local headers = {["Content-Type"] = "application/json"}
   if #cookies > 0 then
     headers["Cookie"] = "mercato_cart=" .. cookies[((sent - 1) % #cookies) + 1]
@@ -68,14 +88,25 @@ end
 
 function response(status, headers, body)
   answered = answered + 1
+  last = now()
   local key = tostring(status)
   statuses[key] = (statuses[key] or 0) + 1
   if status ~= 201 and samples[key] == nil then
     samples[key] = string.sub(body or "", 1, 400)
   end
-  if once and answered >= #cookies then
-    wrk.thread:stop()
+  if once and answered == #cookies then
+    finish()
   end
+end
+
+-- wrk's main thread sleeps for -d whatever the threads do: bench/selling.py waits for every thread's marker file,
+-- then sends wrk SIGINT, which ends the run at once (the reported duration is then the checkouts' time)
+function finish()
+  local file = io.open(marker, "w")
+  if file then
+    file:close()
+  end
+  wrk.thread:stop()
 end
 
 local function quote(s)
@@ -93,7 +124,11 @@ end
 
 function done(summary, latency, requests)
   local merged, bodies = {}, {}
+  local started, ended = nil, nil
   for _, thread in ipairs(threads) do
+    local first, last = thread:get("first"), thread:get("last")
+    if first and (started == nil or first < started) then started = first end
+    if last and (ended == nil or last > ended) then ended = last end
     for k, v in pairs(thread:get("statuses") or {}) do
       merged[k] = (merged[k] or 0) + v
     end
@@ -106,9 +141,11 @@ function done(summary, latency, requests)
   io.write(string.format(
     'BENCH_JSON {"requests":%d,"duration_s":%.3f,"rps":%.1f,"bytes":%d,' ..
     '"p50_ms":%.3f,"p90_ms":%.3f,"p95_ms":%.3f,"p99_ms":%.3f,"mean_ms":%.3f,"max_ms":%.3f,' ..
-    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},"statuses":%s,"samples":%s}\n',
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},"statuses":%s,"samples":%s,' ..
+    '"active_s":%.3f}\n',
     summary.requests, seconds, summary.requests / seconds, summary.bytes,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(95) / 1000,
     latency:percentile(99) / 1000, latency.mean / 1000, latency.max / 1000,
-    e.connect, e.read, e.write, e.status, e.timeout, object(merged), object(bodies)))
+    e.connect, e.read, e.write, e.status, e.timeout, object(merged), object(bodies),
+    (started and ended) and (ended - started) or 0))
 end

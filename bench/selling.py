@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -67,9 +68,11 @@ CART_P95_LIMIT_MS = 100.0  # source 000
 CART_P95_AIM_MS = 20.0
 ORDERS_PER_S = 100.0
 ORDER_P99_LIMIT_MS = 500.0
-#: seconds wrk may take at most for one checkout run (the run ends when every prepared cart is answered)
-CHECKOUT_CAP_S = 600
+#: seconds one checkout run may take at most (it ends as soon as every prepared cart is answered)
+CHECKOUT_CAP_S = 300
 PREPARE_ATTEMPTS = 5
+#: seconds without server CPU use after which a checkout run with unanswered carts is ended
+STALL_S = 3.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -261,21 +264,48 @@ def run_wrk(
         str(threads),
         "once" if once else "cycle",
     ]
+    markers = [Path(f"{cookies}.done-{i}") for i in range(threads)] if once and cookies else []
+    for marker in markers:
+        marker.unlink(missing_ok=True)
     cpu_before = cpu_seconds(server.process.pid)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120, check=False)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        if markers:
+            stalled = wait_for_markers(wrk, markers, server)
+            wrk.send_signal(signal.SIGINT)
+        stdout, stderr = wrk.communicate(timeout=duration + 120)
     cpu = cpu_seconds(server.process.pid) - cpu_before
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    for line in done.stdout.splitlines():
+    if wrk.returncode != 0:
+        raise RuntimeError(f"wrk failed ({wrk.returncode}): {stderr or stdout}")
+    for line in stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             result: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
             result["statuses"] = {int(k): v for k, v in sorted(result["statuses"].items())}
+            if markers:
+                # wrk's duration includes waiting for the stragglers' markers; active_s is first send → last answer
+                result["wrk_duration_s"], result["duration_s"] = result["duration_s"], result["active_s"]
+                result["rps"] = round(result["requests"] / max(result["active_s"], 1e-3), 1)
+                result["stalled"] = stalled
             result["server_cpu_us_per_request"] = round(1e6 * cpu / max(result["requests"], 1), 1)
             result["server_cpu_utilisation"] = round(cpu / result["duration_s"], 3)
             result["memory"] = memory_kib(server.process.pid)
             result["connections"] = args.connections
             return result
-    raise RuntimeError(f"wrk printed no BENCH_JSON line:\n{done.stdout}\n{done.stderr}")
+    raise RuntimeError(f"wrk printed no BENCH_JSON line:\n{stdout}\n{stderr}")
+
+
+def wait_for_markers(wrk: subprocess.Popen[str], markers: list[Path], server: Server) -> bool:
+    """Wait until every wrk thread marked its carts answered (wrk sleeps for -d even when all threads stopped).
+    Returns True when the run stalled instead: some request was lost (e.g. a keep-alive connection closed by the
+    server as it was reused), so the server stayed idle for STALL_S seconds with markers missing."""
+    idle_since, cpu = time.monotonic(), cpu_seconds(server.process.pid)
+    while wrk.poll() is None and not all(marker.exists() for marker in markers):
+        time.sleep(0.02)
+        now, used = time.monotonic(), cpu_seconds(server.process.pid)
+        if used - cpu > 0.02:
+            idle_since, cpu = now, used
+        elif now - idle_since > STALL_S:
+            return True
+    return False
 
 
 def cart_add(
@@ -297,7 +327,10 @@ def cart_add(
 def checkout(server: Server, cookies: Path, args: argparse.Namespace, work_dir: Path, tag: str) -> dict[str, Any]:
     """``POST /orders`` once per cart in ``cookies`` (guest checkout, a distinct email each)."""
     body = json.dumps({"shipping_address": ADDRESS, "email": f"buyer-{tag}-{{n}}@example.com"})
-    return run_wrk(server, "/orders", body, cookies, args=args, work_dir=work_dir, duration=CHECKOUT_CAP_S, once=True)
+    result = run_wrk(server, "/orders", body, cookies, args=args, work_dir=work_dir, duration=CHECKOUT_CAP_S, once=True)
+    result["carts"] = len(cookies.read_text().split())
+    result["complete"] = result["requests"] == result["carts"]
+    return result
 
 
 def verify(

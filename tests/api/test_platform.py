@@ -105,10 +105,12 @@ async def test_unhandled_error_is_500_without_trace(client: httpx.AsyncClient, a
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
     await client.get("/health")
+    await client.get("/api/v1/products/no-such-product")
     response = await client.get("/metrics")
     assert response.status_code == 200
     text = response.text
     assert 'mercato_http_requests_total{method="GET",route="/health",status="200"}' in text
+    assert 'route="/api/v1/products/{product_id}",status="404"}' in text
     assert "mercato_http_request_duration_seconds_bucket" in text
     assert "mercato_http_requests_in_flight" in text
 

@@ -52,7 +52,7 @@ from mercato.platform import idempotency as store
 from mercato.platform.context import Services
 from mercato.platform.idempotency import Claim, IdempotencyConflict, IdempotencyMismatch, StoredResponse
 from mercato.web.deps import OptionalPrincipal
-from mercato.web.middleware import client_ip
+from mercato.web.middleware import client_ip, route_template
 from mercato.web.problems import problem_response, problems
 
 __all__ = [
@@ -301,22 +301,8 @@ def scope_of(request: Request, principal: Any, client_ip: str) -> str:
         caller = "guest:" + hashlib.sha256(cart.encode()).hexdigest()
     else:
         caller = f"ip:{client_ip}"
-    scope = f"{caller}:{request.method} {_route_template(request)}"
+    scope = f"{caller}:{request.method} {route_template(request.scope) or request.url.path}"
     return scope if len(scope) <= 200 else "sha256:" + hashlib.sha256(scope.encode()).hexdigest()
-
-
-def _route_template(request: Request) -> str:
-    """The matched route's full template (``/api/v1/orders/{order_id}/refund``). FastAPI puts the route in the
-    scope with its path relative to where it was included, so the include prefixes are taken from the concrete
-    path (they hold no parameters); a template with a ``:path`` parameter falls back to the concrete path."""
-    path = request.url.path
-    template = getattr(request.scope.get("route"), "path_format", None)
-    if not isinstance(template, str) or ":path}" in template:
-        return path
-    parts, template_parts = path.split("/"), template.split("/")
-    if len(template_parts) > len(parts):
-        return template
-    return "/".join(parts[: len(parts) - len(template_parts) + 1]) + template
 
 
 async def get_idempotency(

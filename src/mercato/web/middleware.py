@@ -105,8 +105,7 @@ class RequestContextMiddleware:
                     )
         finally:
             self.metrics.in_flight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = route_template(scope) or "<unmatched>"
             method = scope["method"]
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
             self.metrics.requests.labels(method, template, str(status)).inc()
@@ -193,3 +192,20 @@ def client_ip(scope: Scope | Any, trusted_proxies: list[str]) -> str:
         if not _trusted(hop, networks):
             return hop
     return peer
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's full template (``/api/v1/orders/{order_id}/refund``), or None before routing or when
+    no route matched. FastAPI puts the route in the scope with its path relative to where it was included, so
+    the include prefixes (which hold no parameters) are taken from the concrete path; a template with a
+    ``:path`` parameter, whose length varies, gives the concrete path."""
+    template = getattr(scope.get("route"), "path_format", None)
+    if not isinstance(template, str):
+        return None
+    path: str = scope["path"]
+    if ":path}" in template:
+        return path
+    parts, template_parts = path.split("/"), template.split("/")
+    if len(template_parts) > len(parts):
+        return template
+    return "/".join(parts[: len(parts) - len(template_parts) + 1]) + template
