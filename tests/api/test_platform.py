@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from mercato.platform.context import Services
@@ -138,4 +140,32 @@ async def test_openapi_request_bodies_have_examples(client: httpx.AsyncClient) -
             )
             if ref is None or "examples" not in components[ref.rsplit("/", 1)[1]]:
                 missing.append(f"{method.upper()} {path}")
+    assert missing == []
+
+
+def _component(schema: dict[str, Any]) -> str | None:
+    """The component a JSON schema refers to (through anyOf/allOf or an array's items), if any."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[1]
+    for key in ("anyOf", "oneOf", "allOf"):
+        for option in schema.get(key, []):
+            if found := _component(option):
+                return found
+    return _component(schema["items"]) if schema.get("type") == "array" else None
+
+
+async def test_openapi_success_responses_have_examples(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    missing = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {}).get("application/json")
+                if not code.startswith("2") or content is None or (name := _component(content["schema"])) is None:
+                    continue
+                if name.startswith("Page_"):  # the envelope: its items carry the example
+                    name = _component(components[name]["properties"]["data"]) or name
+                if "examples" not in components[name] and "example" not in components[name]:
+                    missing.append(f"{method.upper()} {path} {code} {name}")
     assert missing == []

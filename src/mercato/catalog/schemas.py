@@ -163,6 +163,22 @@ class ProductUpdate(RequestModel):
 class ImageRead(ResponseModel):
     """An image; ``url`` may be absolute (remote) or a path under ``/media``."""
 
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c71-4444-7cc3-9d1e-3f6a2b1c0d9e",
+                    "url": "/media/products/01932c71.webp",
+                    "thumbnail_url": "/media/products/01932c71-thumb.webp",
+                    "alt": "Front view",
+                    "position": 0,
+                    "width": 1200,
+                    "height": 900,
+                }
+            ]
+        }
+    )
+
     id: uuid.UUID
     url: str
     thumbnail_url: str | None
@@ -174,6 +190,24 @@ class ImageRead(ResponseModel):
 
 class VariantRead(ResponseModel):
     """A variant with its computed ``price`` (product price + modifier) and available ``stock``."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01932c71-5555-7cc3-9d1e-3f6a2b1c0d9e",
+                    "product_id": "01932c70-0000-7cc3-9d1e-3f6a2b1c0d9e",
+                    "sku": "TEE-BLK-M",
+                    "name": "Black / M",
+                    "options": {"colour": "black", "size": "M"},
+                    "price_modifier": "2.00",
+                    "price": "21.99",
+                    "stock": 12,
+                    "image_url": None,
+                }
+            ]
+        }
+    )
 
     id: uuid.UUID
     product_id: uuid.UUID
@@ -506,6 +540,29 @@ class PublicCatalogItem(ResponseModel):
 
 class PublicCatalog(ResponseModel):
     """Source 001's ``/catalog`` envelope, exactly: ``{total_count, page, limit, data}``."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "total_count": 1,
+                    "page": 1,
+                    "limit": 50,
+                    "data": [
+                        {
+                            "id": "01932c70-0000-7cc3-9d1e-3f6a2b1c0d9e",
+                            "internal_sku": "BEA-ESS-ESS-001",
+                            "name": "Essence Mascara Lash Princess",
+                            "category_id": "01932c6f-9999-7cc3-9d1e-3f6a2b1c0d9e",
+                            "min_price": "9.99",
+                            "max_price": "9.99",
+                            "supplier_count": 0,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
     total_count: int
     page: int
