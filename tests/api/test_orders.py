@@ -419,6 +419,7 @@ async def test_twenty_orders_for_a_coupon_limited_to_five(
     async with services.db.session(write=False) as session:
         assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "FIVE")) == 5
     assert await stock(services, pid) == (100, 5)
+    assert await count(services, CartItem) == 15  # the refused buyers keep their carts
 
 
 async def test_same_idempotency_key_ten_times_at_once_places_one_order(

@@ -12,7 +12,6 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 
-from mercato.cart import handlers as _handlers  # noqa: F401 - registers the cart.expire job handler
 from mercato.cart import service
 from mercato.cart.deps import CART_COOKIE, CartOwner, CartOwnerDep
 from mercato.cart.errors import CartItemNotFound

@@ -16,7 +16,6 @@ from mercato.catalog.errors import ProductNotFound
 from mercato.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
-from mercato.inventory import handlers as _handlers  # noqa: F401 - registers the inventory.low_stock job handler
 from mercato.inventory import repository
 from mercato.inventory import service as inventory_service
 from mercato.inventory.errors import BatchFailed, InsufficientStock
