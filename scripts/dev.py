@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -49,6 +50,14 @@ def ensure_venv() -> None:
     STAMP.write_text(_digest())
 
 
+def _pin_coverage_extra() -> None:
+    """Write the coverage pin as ``coverage[toml]==...`` (uv writes ``coverage==...``): pytest-cov asks for
+    ``coverage[toml]``, and pip's hash-checking mode refuses a requirement with an extra that the lock does not
+    pin as such."""
+    text = LOCK.read_text()
+    LOCK.write_text(re.sub(r"^coverage==", "coverage[toml]==", text, flags=re.MULTILINE))
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> int:
     return subprocess.run(list(args), cwd=ROOT, env={**os.environ, **(env or {})}).returncode
 
@@ -77,7 +86,7 @@ def main(argv: list[str]) -> int:
         return run(str(PY), str(ROOT / "scripts" / "check_services.py"))
     if command == "lock":
         run(str(PY), "-m", "pip", "-q", "install", "uv")
-        return run(
+        code = run(
             str(BIN / "uv"),
             "pip",
             "compile",
@@ -91,6 +100,9 @@ def main(argv: list[str]) -> int:
             "requirements.lock",
             *rest,
         )
+        if code == 0:
+            _pin_coverage_extra()
+        return code
     if command == "mercato":
         return run(str(BIN / "mercato"), *rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

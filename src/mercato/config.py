@@ -8,12 +8,14 @@ key: when ``MERCATO_SECRET_KEY`` is not given, a random key is generated once in
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -80,6 +82,13 @@ class Settings(BaseSettings):
 
     oidc_providers: dict[str, dict[str, str]] = Field(default_factory=dict)
 
+    # media storage: unset = the local directory <data dir>/media served at /media; s3://bucket[/prefix] = S3
+    # (credentials come from boto3's standard chain: AWS_* variables, ~/.aws, instance roles; never from here)
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_public_url: str | None = None
+    s3_region: str | None = None
+
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
@@ -92,10 +101,39 @@ class Settings(BaseSettings):
             raise ValueError("MERCATO_SECRET_KEY must be at least 32 characters (RFC 7518 §3.2: 256-bit keys)")
         return value
 
+    @field_validator("storage_url", "s3_endpoint_url", "s3_public_url", "s3_region", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_storage_url(value)
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_url")
+    @classmethod
+    def _http_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in {"http", "https"} or not parts.netloc or parts.query or parts.fragment:
+            name = f"MERCATO_{(info.field_name or '').upper()}"
+            raise ValueError(f"{name} must be an http:// or https:// URL without query or fragment, got {value!r}")
+        return value.strip().rstrip("/")
+
     @field_validator("currency")
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @property
+    def storage_s3(self) -> tuple[str, str] | None:
+        """``(bucket, prefix)`` when ``MERCATO_STORAGE_URL`` is an ``s3://`` URL (prefix ``""`` or without
+        slashes at either end); ``None`` for the local media directory."""
+        return parse_storage_url(self.storage_url) if self.storage_url is not None else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -150,6 +188,37 @@ class Settings(BaseSettings):
         if settings.secret_key is None:
             settings.secret_key = SecretStr(_stored_secret(settings.data_dir))
         return settings
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
+
+
+def parse_storage_url(url: str) -> tuple[str, str]:
+    """Split ``s3://bucket/optional/prefix`` into ``(bucket, prefix)``; the prefix has no slash at either end
+    (``""`` when absent).
+
+    Args:
+        url: the value of ``MERCATO_STORAGE_URL``.
+
+    Returns:
+        The bucket name and the key prefix.
+
+    Raises:
+        ValueError: another scheme, a missing or invalid bucket name (S3 rules: 3-63 lowercase letters,
+            digits, dots, hyphens), a prefix with odd characters or ``..``, or a query/fragment. The message
+            names ``MERCATO_STORAGE_URL``.
+    """
+    expected = "s3://bucket or s3://bucket/prefix (leave it unset for the local media directory)"
+    parts = urlsplit(url.strip())
+    if parts.scheme != "s3":
+        raise ValueError(f"MERCATO_STORAGE_URL must be {expected}; unsupported scheme in {url!r}")
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    if not _BUCKET.match(bucket) or parts.query or parts.fragment or "@" in url:
+        raise ValueError(f"MERCATO_STORAGE_URL must be {expected}; invalid bucket in {url!r}")
+    if prefix and (not _PREFIX.match(prefix) or ".." in prefix.split("/")):
+        raise ValueError(f"MERCATO_STORAGE_URL must be {expected}; invalid prefix in {url!r}")
+    return bucket, prefix
 
 
 def _stored_secret(data_dir: Path) -> str:

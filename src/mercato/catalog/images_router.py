@@ -30,7 +30,7 @@ from mercato.config import Settings
 from mercato.errors import Forbidden, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
-from mercato.platform.storage import storage_for
+from mercato.platform.storage import LocalStorage, storage_for
 from mercato.schemas import RequestModel
 from mercato.web.deps import SessionDep, require
 from mercato.web.problems import problems
@@ -232,7 +232,15 @@ class MediaFiles(StaticFiles):
 
 
 def mount_media(app: FastAPI, settings: Settings) -> None:
-    """Serve the local media directory (``<data dir>/media``, created if missing) at ``/media``."""
+    """Serve the local media directory (``<data dir>/media``, created if missing) at ``/media``. With object
+    storage (``MERCATO_STORAGE_URL=s3://...``) nothing is mounted (``/media`` is 404): files are served from the
+    bucket's public URL.
+
+    Raises:
+        StorageUnavailable: S3 is configured but boto3 is not installed, so the app refuses to start.
+    """
     storage = storage_for(settings)
+    if not isinstance(storage, LocalStorage):
+        return
     storage.root.mkdir(parents=True, exist_ok=True)
     app.mount(storage.base_url, MediaFiles(directory=storage.root, check_dir=False), name="media")
