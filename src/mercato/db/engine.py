@@ -3,17 +3,10 @@
 SQLite is configured for durability and one writer at a time (ADR 0004): WAL, ``synchronous=FULL``,
 ``foreign_keys=ON``, ``busy_timeout=10000`` ms, and write transactions opened with ``BEGIN IMMEDIATE`` so two
 writers never deadlock on a lock upgrade. Read sessions start a plain deferred ``BEGIN``.
-
-Within one process, writers queue for SQLite's write lock in arrival order on an ``asyncio.Lock`` taken just
-before ``BEGIN IMMEDIATE`` and given back when the transaction ends: SQLite's own busy handler is not fair, and
-under a burst of concurrent writers (measured: 32 connections of checkouts) some waited past the busy timeout and
-failed with "database is locked" while others went ahead. The busy timeout still covers writers in other
-processes (``mercato worker``, CLI commands).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,11 +15,9 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.util import await_only
 
 AfterCommit = Callable[[], Awaitable[None]]
 _WRITE = "mercato_write"
-_HOLDS_GATE = "mercato_holds_writer_gate"
 
 
 class Database:
@@ -51,7 +42,7 @@ class Database:
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, asyncio.Lock())
+            _configure_sqlite(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self.write_sessionmaker = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False, autoflush=True
@@ -90,12 +81,8 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-def _configure_sqlite(engine: AsyncEngine, gate: asyncio.Lock) -> None:
+def _configure_sqlite(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
-
-    def release(info: dict[str, Any]) -> None:
-        if info.pop(_HOLDS_GATE, False):
-            gate.release()
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -112,19 +99,5 @@ def _configure_sqlite(engine: AsyncEngine, gate: asyncio.Lock) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        if not conn.get_execution_options().get(_WRITE, False):
-            conn.exec_driver_sql("BEGIN")
-            return
-        await_only(gate.acquire())  # runs inside SQLAlchemy's greenlet: waits on the event loop
-        conn.info[_HOLDS_GATE] = True
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        except BaseException:
-            release(conn.info)
-            raise
-
-    # the transaction ends: committed, rolled back, or its connection reset, returned or thrown away
-    event.listen(sync_engine, "commit", lambda conn: release(conn.info))
-    event.listen(sync_engine, "rollback", lambda conn: release(conn.info))
-    for name in ("reset", "checkin", "invalidate", "close"):
-        event.listen(sync_engine.pool, name, lambda _dbapi, record, *_: release(record.info) if record else None)
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
