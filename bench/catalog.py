@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import os
 import re
 import secrets
@@ -33,8 +32,6 @@ from typing import Any
 
 import httpx
 from run import (  # bench/ is not a package: run as a script, its directory is on sys.path
-    REPO,
-    RESULTS_DIR,
     WRK_MISSING,
     Server,
     load_test,
@@ -42,6 +39,7 @@ from run import (  # bench/ is not a package: run as a script, its directory is 
     memory_kib,
     mercato_command,
     migrate,
+    save_report,
     server_env,
     start_server,
     stop_server,
@@ -312,11 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = run(args)
     if not args.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        stamp = report["started_at"].replace("-", "").replace(":", "")
-        path = RESULTS_DIR / f"catalog-{args.database}-{stamp}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        report["saved_to"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+        save_report(report, f"catalog-{args.database}")
     print_report(report)
 
 

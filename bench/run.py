@@ -513,16 +513,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def save_report(report: dict[str, Any], name: str) -> None:
+    """Write ``report`` to ``bench/results/<name>-<started_at>.json`` and note the path in ``report["saved_to"]``."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stamp = report["started_at"].replace("-", "").replace(":", "")
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    report["saved_to"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run, print the table, save the JSON."""
     args = parse_args(argv)
     report = run(args)
     if not args.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        stamp = report["started_at"].replace("-", "").replace(":", "")
-        path = RESULTS_DIR / f"foundation-{stamp}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        report["saved_to"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+        save_report(report, "foundation")
     print_report(report)
     if args.check and report.get("meets_target") is False:
         sys.exit(1)

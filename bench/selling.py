@@ -38,14 +38,13 @@ import httpx
 from catalog import PG_ADMIN_URL, create_pg_database, drop_pg_database, seed
 from run import (  # bench/ is not a package: run as a script, its directory is on sys.path
     BENCH_DIR,
-    REPO,
-    RESULTS_DIR,
     WRK_MISSING,
     Server,
     cpu_seconds,
     machine,
     memory_kib,
     migrate,
+    save_report,
     server_env,
     start_server,
     stop_server,
@@ -576,11 +575,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = run(args)
     if not args.no_save:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        stamp = report["started_at"].replace("-", "").replace(":", "")
-        path = RESULTS_DIR / f"selling-{args.database}-{stamp}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        report["saved_to"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+        save_report(report, f"selling-{args.database}")
     print_report(report)
     print("BENCH_JSON " + json.dumps(summary(report), separators=(",", ":")))
 

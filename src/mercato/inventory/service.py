@@ -361,6 +361,13 @@ async def adjust_unit(session: AsyncSession, principal: Principal, body: StockAd
         Forbidden, ProductNotFound, NotFound, ValidationFailed: see :func:`check_unit`.
         InsufficientStock: the result would be below zero or below the reserved units.
     """
+    await _checked_adjust(session, principal, body)
+    return await _read(session, body.product_id, body.variant_id)
+
+
+async def _checked_adjust(
+    session: AsyncSession, principal: Principal, body: StockAdjust, *, reference: str | None = None
+) -> None:
     await check_unit(session, principal, body.product_id, body.variant_id)
     await adjust(
         session,
@@ -369,8 +376,8 @@ async def adjust_unit(session: AsyncSession, principal: Principal, body: StockAd
         delta=body.delta,
         reason=body.reason,
         actor_id=principal.user_id,
+        reference=reference,
     )
-    return await _read(session, body.product_id, body.variant_id)
 
 
 async def adjust_batch(
@@ -388,16 +395,7 @@ async def adjust_batch(
     errors: list[dict[str, Any]] = []
     for index, body in enumerate(adjustments):
         try:
-            await check_unit(session, principal, body.product_id, body.variant_id)
-            await adjust(
-                session,
-                product_id=body.product_id,
-                variant_id=body.variant_id,
-                delta=body.delta,
-                reason=body.reason,
-                actor_id=principal.user_id,
-                reference=reference,
-            )
+            await _checked_adjust(session, principal, body, reference=reference)
         except DomainError as exc:
             errors.append({"index": index, "status": exc.status, "type": exc.code, "detail": exc.detail})
     if errors:
