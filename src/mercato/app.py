@@ -27,9 +27,13 @@ from mercato.identity.users_router import router as users_router
 from mercato.inventory.router import router as inventory_router
 from mercato.orders.router import admin_router as admin_orders_router
 from mercato.orders.router import router as orders_router
+from mercato.orders.workflow_router import router as order_workflow_router
+from mercato.payments.router import order_refunds_router
+from mercato.payments.router import router as payments_router
 from mercato.platform.context import Services
 from mercato.platform.logging import configure_logging
 from mercato.promotions.router import router as promotions_router
+from mercato.shipping.router import router as shipping_router
 from mercato.web import health
 from mercato.web.deps import general_rate_limit
 from mercato.web.middleware import RequestContextMiddleware
@@ -87,7 +91,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         inventory_router,
         cart_router,
         promotions_router,
+        shipping_router,
         orders_router,
+        order_workflow_router,
+        order_refunds_router,
+        payments_router,
         admin_orders_router,
         health.api_router,
     ):

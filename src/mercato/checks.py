@@ -24,5 +24,6 @@ def register(name: str) -> Callable[[Check], Check]:
 def all_checks() -> dict[str, Check]:
     """Every registered check (importing the domain modules registers theirs)."""
     from mercato.identity import checks as _identity  # noqa: F401
+    from mercato.payments import checks as _payments  # noqa: F401
 
     return dict(_CHECKS)

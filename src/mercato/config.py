@@ -82,6 +82,14 @@ class Settings(BaseSettings):
 
     oidc_providers: dict[str, dict[str, str]] = Field(default_factory=dict)
 
+    # payments: the gateway new payments go through (test = the built-in one; stripe needs the `stripe` extra)
+    payment_gateway: str = Field(default="test", pattern="^(test|stripe)$")
+    gateway_timeout: float = Field(default=10.0, gt=0)
+    test_gateway_delay: float = Field(default=0.0, ge=0)
+    test_gateway_hold: float = Field(default=0.0, ge=0)
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+
     # media storage: unset = the local directory <data dir>/media served at /media; s3://bucket[/prefix] = S3
     # (credentials come from boto3's standard chain: AWS_* variables, ~/.aws, instance roles; never from here)
     storage_url: str | None = None

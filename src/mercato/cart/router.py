@@ -9,8 +9,9 @@ reaches their own cart: another cart's item ids are 404.
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from mercato.cart import service
 from mercato.cart.deps import CART_COOKIE, CartOwner, CartOwnerDep
@@ -20,6 +21,7 @@ from mercato.catalog.errors import ProductNotFound
 from mercato.errors import Forbidden, ValidationFailed
 from mercato.inventory.errors import InsufficientStock
 from mercato.promotions.errors import CouponInvalid
+from mercato.shipping.schemas import CountryCode
 from mercato.web.deps import ServicesDep, SessionDep
 from mercato.web.problems import problems
 
@@ -58,14 +60,31 @@ def _written(change: service.CartChange, response: Response, services: ServicesD
     return _shape(change.cart, services)
 
 
-@router.get("", response_model=CartRead, summary="Get my cart")
-async def get_cart(response: Response, session: SessionDep, services: ServicesDep, owner: CartOwnerDep) -> CartRead:
+@router.get("", response_model=CartRead, responses=problems(ValidationFailed), summary="Get my cart")
+async def get_cart(
+    response: Response,
+    session: SessionDep,
+    services: ServicesDep,
+    owner: CartOwnerDep,
+    country: Annotated[
+        CountryCode | None,
+        Query(description="Destination (ISO 3166-1 alpha-2): fills `shipping_total` and `tax_total`."),
+    ] = None,
+    region: Annotated[
+        str | None, Query(min_length=1, max_length=100, description="State or province, for its tax rate.")
+    ] = None,
+) -> CartRead:
     """The caller's cart at current catalog prices: the signed-in user's, else the guest cart of the
     `mercato_cart` cookie. Reading creates nothing: without a cart (or after it expired) the answer is an empty
     cart with `id` and `expires_at` null. Lines no longer for sale show `available` 0 with null prices and count
-    in no total; a coupon that stopped being usable gives no discount and is explained in `coupon_error`."""
+    in no total; a coupon that stopped being usable gives no discount and is explained in `coupon_error`.
+    Without `country`, `shipping_total` and `tax_total` are 0; with it (and optionally `region`), they are what an
+    order to that destination would charge without choosing a method: the cheapest method that ships there
+    (free above its `free_over`, compared with the subtotal after discount; none when the store has no shipping
+    methods) and the destination's tax rate on subtotal − discount + shipping. Shipping methods exist but none
+    ships to `country` → 422."""
     response.headers["Cache-Control"] = "no-store"
-    return _shape(await service.read_cart(session, owner), services)
+    return _shape(await service.read_cart(session, owner, country=country, region=region), services)
 
 
 @router.post(

@@ -41,6 +41,7 @@ from mercato.inventory.errors import InsufficientStock
 from mercato.platform import clock, jobs
 from mercato.promotions import service as promotions
 from mercato.promotions.errors import CouponInvalid
+from mercato.shipping import service as shipping
 
 #: How long a cart lives after its last change (API.md "Cart": the cookie lasts 30 days).
 CART_TTL = timedelta(days=30)
@@ -142,10 +143,18 @@ EMPTY = CartView(
 # --- reading -----------------------------------------------------------------------------------------------------
 
 
-async def read_cart(session: AsyncSession, owner: CartOwner) -> CartView:
-    """The owner's cart priced now, or :data:`EMPTY` (``id`` None) when there is none or it has expired."""
+async def read_cart(
+    session: AsyncSession, owner: CartOwner, *, country: str | None = None, region: str | None = None
+) -> CartView:
+    """The owner's cart priced now, or :data:`EMPTY` (``id`` None) when there is none or it has expired. With a
+    destination ``country`` (ISO 3166-1 alpha-2) and optional ``region``, ``shipping_total`` is the cheapest method
+    that ships there and ``tax_total`` the destination's rate, as the order would charge them; without, both are 0.
+
+    Raises:
+        ValidationFailed: shipping methods exist but none ships to ``country`` (query parameter ``country``).
+    """
     cart = await _live_cart(session, owner, now=clock.now())
-    return await _view(session, cart, owner)
+    return await _view(session, cart, owner, destination=(country, region) if country else None)
 
 
 async def cart_subtotal(session: AsyncSession, owner: CartOwner) -> Decimal:
@@ -440,9 +449,12 @@ def _priced_lines(items: Sequence[CartItem], units: dict[UnitKey, Unit]) -> list
     return [pricing.Line(item.id, units[_key(item)].unit_price, item.quantity) for item in items if _key(item) in units]
 
 
-async def _view(session: AsyncSession, cart: Cart | None, owner: CartOwner) -> CartView:
-    """Price ``cart`` now with the one pricing function (no shipping, tax rate 0 until the cart knows a shipping
-    address and method)."""
+async def _view(
+    session: AsyncSession, cart: Cart | None, owner: CartOwner, *, destination: tuple[str, str | None] | None = None
+) -> CartView:
+    """Price ``cart`` now with the one pricing function. Shipping and tax only for a ``(country, region)``
+    destination: the cheapest method shipping there (``free_over`` against the subtotal after discount) and the
+    destination's tax rate; without one, both are 0."""
     if cart is None:
         return EMPTY
     items = await repository.items_of(session, cart.id)
@@ -463,6 +475,21 @@ async def _view(session: AsyncSession, cart: Cart | None, owner: CartOwner) -> C
             discount = promotions.discount_of(found)
             coupon = AppliedCoupon(code=found.code, type=discount.type, value=discount.value)
     totals = pricing.price(lines, discount=discount)
+    if destination is not None and lines:
+        country, region = destination
+        quote = await shipping.quote(
+            session,
+            country=country,
+            units=[(item.product_id, item.variant_id, item.quantity) for item in items if _key(item) in units],
+            method_id=None,
+            subtotal=totals.subtotal - totals.discount_total,
+            known_units=units,
+            country_loc=("query", "country"),
+        )
+        tax_rate = await shipping.tax_rate(session, country, region)
+        totals = pricing.price(
+            lines, discount=discount, shipping=quote.shipping if quote is not None else None, tax_rate=tax_rate
+        )
     priced = {line.key: line for line in totals.lines}
     views = []
     for item in items:

@@ -7,8 +7,11 @@ from mercato.db.base import Base
 from mercato.identity import models as identity_models
 from mercato.inventory import models as inventory_models
 from mercato.orders import models as order_models
+from mercato.payments import models as payment_models
+from mercato.payments.gateways import test as test_gateway
 from mercato.platform import idempotency, jobs
 from mercato.promotions import models as promotion_models
+from mercato.shipping import models as shipping_models
 
 metadata = Base.metadata
 
@@ -22,5 +25,8 @@ __all__ = [
     "jobs",
     "metadata",
     "order_models",
+    "payment_models",
     "promotion_models",
+    "shipping_models",
+    "test_gateway",
 ]

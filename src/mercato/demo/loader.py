@@ -1,8 +1,8 @@
 """Loads the demo store: an admin whose password is generated on first load and written to
 ``<data dir>/demo-credentials.txt`` (mode 0600), and, when the catalog is empty, the packaged DummyJSON and
-Saleor catalogs (``data/ATTRIBUTION.md``) through the product importer, in one transaction. ``--scale N``
-adds N generated products (``GEN-00001``...) derived from them. Loading is idempotent: a second run changes
-nothing."""
+Saleor catalogs (``data/ATTRIBUTION.md``) through the product importer, in one transaction; when the store has no
+shipping method, the three of :data:`DEMO_SHIPPING_METHODS`. ``--scale N`` adds N generated products
+(``GEN-00001``...) derived from them. Loading is idempotent: a second run changes nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import structlog
 from sqlalchemy import select
@@ -21,11 +22,46 @@ from mercato.demo import sources
 from mercato.identity.bootstrap import create_admin_account
 from mercato.identity.models import Role, User
 from mercato.platform.context import Services
+from mercato.shipping import service as shipping
+from mercato.shipping.schemas import ShippingMethodCreate
 
 DEMO_ADMIN = "admin@demo.mercato.dev"
 #: Generated products are written in transactions of this many products (a benchmark may ask for 100,000).
 GENERATED_BATCH = 500
 log = structlog.get_logger("mercato.demo")
+#: The demo store's shipping (API.md "Shipping"): a worldwide standard method, an express method for a few
+#: countries and a method that is free over a threshold.
+DEMO_SHIPPING_METHODS = (
+    ShippingMethodCreate(
+        name="Standard",
+        carrier="Mercato Post",
+        base_rate=Decimal("4.99"),
+        per_kg_rate=Decimal("1.00"),
+        free_over=Decimal("75.00"),
+        min_days=3,
+        max_days=7,
+        countries=[],
+    ),
+    ShippingMethodCreate(
+        name="Express",
+        carrier="DHL Express",
+        base_rate=Decimal("14.99"),
+        per_kg_rate=Decimal("2.50"),
+        min_days=1,
+        max_days=2,
+        countries=["US", "CA", "GB", "DE", "FR"],
+    ),
+    ShippingMethodCreate(
+        name="Economy (free over 50.00)",
+        carrier="USPS",
+        base_rate=Decimal("6.99"),
+        per_kg_rate=Decimal("0.50"),
+        free_over=Decimal("50.00"),
+        min_days=5,
+        max_days=10,
+        countries=["US", "CA"],
+    ),
+)
 
 
 @dataclass
@@ -35,6 +71,7 @@ class DemoResult:
 
     catalog: importer.ImportReport | None = None
     catalog_seconds: float = 0.0
+    shipping_methods: int = 0
     generated: importer.ImportReport = field(default_factory=importer.ImportReport)
     generated_seconds: float = 0.0
 
@@ -61,6 +98,10 @@ async def load_demo(settings: Settings, *, scale: int = 0, services: Services | 
         result.catalog_seconds = time.perf_counter() - started
         if result.catalog is not None:
             _report("Demo catalog", result.catalog, result.catalog_seconds)
+        async with services.db.session(write=True) as session:
+            result.shipping_methods = await load_shipping(session)
+        if result.shipping_methods:
+            print(f"Demo shipping methods: {result.shipping_methods} created")
         if scale > 0:
             started = time.perf_counter()
             result.generated = await add_generated(services, scale)
@@ -88,6 +129,16 @@ async def load_catalog(session: AsyncSession) -> importer.ImportReport | None:
     if await importer.has_products(session):
         return None
     return await importer.import_products(session, sources.packaged_products())
+
+
+async def load_shipping(session: AsyncSession) -> int:
+    """Create :data:`DEMO_SHIPPING_METHODS` in the caller's transaction, unless the store has any shipping
+    method (inactive ones included). Returns how many were created."""
+    if await shipping.has_methods(session):
+        return 0
+    for method in DEMO_SHIPPING_METHODS:
+        await shipping.create_method(session, method)
+    return len(DEMO_SHIPPING_METHODS)
 
 
 async def add_generated(services: Services, count: int) -> importer.ImportReport:

@@ -61,8 +61,10 @@ NOT_FOUND = problems(OrderNotFound)
     description=(
         "Turns the caller's cart (signed in, or the guest cart of the `mercato_cart` cookie) into a pending order "
         "in one transaction: price snapshots, coupon use counted, stock reserved for `MERCATO_RESERVATION_TTL`, "
-        "cart emptied, `order.placed` event, confirmation email. Guests must give `email` and get `order_token` "
-        "once. Send an `Idempotency-Key` to make retries safe."
+        "cart emptied, `order.placed` event, confirmation email. Shipping: `shipping_method_id`, or else the "
+        "cheapest method shipping to the address's country (422 when methods exist but none ships there; none "
+        "configured: no shipping charged); tax from the admin tax-rate table for the destination. Guests must give "
+        "`email` and get `order_token` once. Send an `Idempotency-Key` to make retries safe."
     ),
     responses=problems(ValidationFailed, ProductNotFound, InsufficientStock, CouponInvalid) | idempotency.RESPONSES,
 )
@@ -175,7 +177,8 @@ async def update_order(
     summary="Cancel an order",
     description=(
         "Allowed while `pending` or `processing`: reserved stock is released (committed stock returns to on hand), "
-        "the coupon use is given back, `order.cancelled` is appended. 200 with the cancelled order."
+        "the coupon use is given back, `order.cancelled` is appended, and a captured payment is refunded in full "
+        "right after. 200 with the cancelled order."
     ),
     responses=NOT_FOUND | problems(InvalidTransition),
 )

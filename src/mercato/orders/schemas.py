@@ -234,3 +234,133 @@ class OrderEventRead(ResponseModel):
     data: dict[str, Any]
     actor_id: uuid.UUID | None
     created_at: datetime
+
+
+# --- the admin workflow, tracking and the shipping address (API.md "Orders": status, verbs, tracking, shipping) ---
+
+Carrier = Annotated[str, Field(min_length=1, max_length=100)]
+TrackingNumber = Annotated[str, Field(min_length=1, max_length=100)]
+StatusNote = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class OrderStatusChange(RequestModel):
+    """``PUT /orders/{id}/status`` (admins): move the order along its state machine — pending → processing →
+    shipped → delivered → returned, pending/processing → cancelled. ``carrier`` and ``tracking_number`` belong to
+    the move to ``shipped`` only; ``note`` is kept on the event and shown to the customer in tracking."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "shipped", "carrier": "DHL", "tracking_number": "JD014600006281230704", "note": None},
+                {"status": "delivered", "note": "Left with the neighbour at no. 14"},
+            ]
+        }
+    )
+
+    status: OrderStatus
+    carrier: Carrier | None = None
+    tracking_number: TrackingNumber | None = None
+    note: StatusNote | None = None
+
+
+class OrderShip(RequestModel):
+    """``POST /orders/{id}/ship`` (admins): the parcel left; carrier and tracking number are optional."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [{"carrier": "DHL", "tracking_number": "JD014600006281230704", "note": "2 parcels"}]
+        }
+    )
+
+    carrier: Carrier | None = None
+    tracking_number: TrackingNumber | None = None
+    note: StatusNote | None = None
+
+
+class OrderNote(RequestModel):
+    """Optional body of ``POST /orders/{id}/confirm`` and ``/cancel``: a note kept on the event (and shown to the
+    customer in tracking)."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={"examples": [{"note": "Cash on delivery agreed by phone"}]}
+    )
+
+    note: StatusNote | None = None
+
+
+class TrackingEventRead(ResponseModel):
+    """A step of the order's journey: the status it reached, when, and the staff note if any."""
+
+    status: OrderStatus
+    at: datetime
+    note: str | None
+
+
+class OrderTrackingRead(ResponseModel):
+    """``GET /orders/{id}/tracking``: where the order is. ``estimated_delivery`` is the order's expected delivery
+    date; ``events`` lists each status the order reached, oldest first."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "order_id": "01932c80-1111-7cc3-9d1e-3f6a2b1c0d9e",
+                    "status": "shipped",
+                    "carrier": "DHL",
+                    "tracking_number": "JD014600006281230704",
+                    "estimated_delivery": "2026-12-08",
+                    "events": [
+                        {"status": "pending", "at": "2026-12-03T10:00:00.123456Z", "note": None},
+                        {"status": "processing", "at": "2026-12-03T10:01:12.000042Z", "note": None},
+                        {"status": "shipped", "at": "2026-12-04T08:30:00.500000Z", "note": "2 parcels"},
+                    ],
+                }
+            ]
+        }
+    )
+
+    order_id: uuid.UUID
+    status: OrderStatus
+    carrier: str | None
+    tracking_number: str | None
+    estimated_delivery: date | None
+    events: list[TrackingEventRead]
+
+
+class OrderShippingRead(ResponseModel):
+    """``GET /orders/{id}/shipping``: where the order goes and how (``method`` as chosen at placement)."""
+
+    model_config = ResponseModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "address": ADDRESS_EXAMPLE,
+                    "method": {"id": "01932c75-0000-7cc3-9d1e-3f6a2b1c0d9e", "name": "Standard", "carrier": "DHL"},
+                    "carrier": "DHL",
+                    "tracking_number": "JD014600006281230704",
+                    "expected_delivery_date": "2026-12-08",
+                }
+            ]
+        }
+    )
+
+    address: dict[str, Any] | None
+    method: dict[str, Any] | None
+    carrier: str | None
+    tracking_number: str | None
+    expected_delivery_date: date | None
+
+
+class OrderShippingUpdate(RequestModel):
+    """``PATCH /orders/{id}/shipping``: a new shipping address, checked like at placement, while the order is
+    ``pending`` or ``processing``. The shipping method and the totals stay as placed."""
+
+    model_config = RequestModel.model_config | ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"shipping_address": ADDRESS_EXAMPLE | {"line1": "10 Downing Street", "postal_code": "SW1A 2AA"}}
+            ]
+        }
+    )
+
+    shipping_address: AddressCreate | None = None

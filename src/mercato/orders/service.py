@@ -34,8 +34,11 @@ from mercato.platform import clock, jobs
 from mercato.platform.context import services_of
 from mercato.platform.email import queue_email
 from mercato.promotions import service as promotions
+from mercato.shipping import service as shipping
 
 EXPIRE_JOB = "orders.expire"
+#: Job a cancelled paid order enqueues; the payments domain's handler refunds what its payment still holds.
+REFUND_CANCELLED_JOB = "payments.refund_cancelled_order"
 STAFF = (Role.sales,)
 Units = list[tuple[uuid.UUID, uuid.UUID | None, int]]
 
@@ -62,15 +65,17 @@ async def place_order(
     session: AsyncSession, principal: Principal | None, owner: CartOwner, body: OrderCreate
 ) -> tuple[Order, str | None]:
     """Turn the caller's cart into a pending order in one transaction: price snapshot per line, totals from the
-    pricing function, coupon use counted, stock reserved, cart emptied, ``order.placed`` event, confirmation
-    email queued, expiry job scheduled (API.md ``POST /orders``).
+    pricing function (shipping from the chosen method or the cheapest one shipping to the address's country, tax
+    from the destination's rate), coupon use counted, stock reserved, cart emptied, ``order.placed`` event,
+    confirmation email queued, expiry job scheduled (API.md ``POST /orders``).
 
     Returns:
         The order and, for a guest, the order token (shown once; ``None`` for signed-in customers).
 
     Raises:
         ValidationFailed: empty cart (field ``cart``), guest without ``email``, no or two shipping addresses,
-            a shipping method that does not exist.
+            a shipping method that does not exist or does not ship to the address, methods of which none ships
+            to the address's country.
         NotFound: a line's product is no longer for sale; another user's saved address.
         InsufficientStock: a line asks for more than is available.
         CouponInvalid: the cart's coupon is no longer usable (with its reason).
@@ -108,7 +113,7 @@ async def create_channel_order(session: AsyncSession, principal: Principal, body
     Stock is reserved as for web orders; the reservation does not expire (staff follow such orders up).
 
     Raises:
-        ValidationFailed: a bad postal code, a shipping method that does not exist.
+        ValidationFailed: a bad postal code, a shipping method that does not exist or does not ship there.
         NotFound: unknown ``user_id`` (field ``user_id``) or a product not for sale.
         InsufficientStock: a line asks for more than is available.
     """
@@ -162,9 +167,6 @@ async def _open_order(
     priority: Priority = Priority.normal,
     expected_delivery_date: Any = None,
 ) -> Order:
-    if shipping_method_id is not None:
-        # shipping methods arrive with the payments-and-shipping issue; until then none exists
-        raise ValidationFailed("No such shipping method.", field="shipping_method_id")
     services = services_of(session)
     now = clock.now()
     sellable = await require_units(session, [(product_id, variant_id) for product_id, variant_id, _ in units])
@@ -184,7 +186,24 @@ async def _open_order(
             now=now,
         )
         discount = promotions.discount_of(coupon)
-    totals = pricing.price(lines, discount=discount)
+    # shipping: the chosen method, or the cheapest for the subtotal after discount (free_over counts);
+    # None when the store has no shipping methods at all
+    discounted = pricing.price(lines, discount=discount)
+    quote = await shipping.quote(
+        session,
+        country=address["country"],
+        units=units,
+        method_id=shipping_method_id,
+        subtotal=discounted.subtotal - discounted.discount_total,
+        known_units=sellable,
+        now=now,
+    )
+    tax_rate = await shipping.tax_rate(session, address["country"], address.get("region"))
+    totals = pricing.price(
+        lines, discount=discount, shipping=quote.shipping if quote is not None else None, tax_rate=tax_rate
+    )
+    if expected_delivery_date is None and quote is not None:
+        expected_delivery_date = quote.delivery.max_date
     seq = await repository.next_seq(session)
     number = rules.order_number(seq)
     ttl = services.settings.reservation_ttl
@@ -209,7 +228,7 @@ async def _open_order(
         customer_email=customer.email,
         customer_phone=customer.phone,
         shipping_address=address,
-        shipping_method=None,
+        shipping_method=quote.snapshot if quote is not None else None,
         expected_delivery_date=expected_delivery_date,
         notes=notes,
         token_hash=rules.token_hash(token) if token else None,
@@ -369,20 +388,24 @@ async def cancel_order(
     *,
     order_token: str | None,
     reason: str = "customer",
+    note: str | None = None,
 ) -> Order:
     """Cancel a pending or processing order: releases reserved stock (pending) or returns committed stock to on
-    hand (processing), gives the coupon use back, appends ``order.cancelled`` (API.md ``DELETE /orders/{id}``).
+    hand (processing), gives the coupon use back, appends ``order.cancelled`` and, when it was paid, enqueues the
+    full refund (``payments.refund_cancelled_order``, run right after commit) (API.md ``DELETE /orders/{id}``).
 
     Raises:
         OrderNotFound: not the caller's order.
         InvalidTransition: the order is shipped, delivered, returned or already cancelled.
     """
     order = await get_order(session, principal, order_id, order_token=order_token, lock=True)
-    await _cancel(session, order, reason=reason, actor_id=_actor(principal))
+    await _cancel(session, order, reason=reason, actor_id=_actor(principal), note=note)
     return order
 
 
-async def _cancel(session: AsyncSession, order: Order, *, reason: str, actor_id: uuid.UUID | None) -> None:
+async def _cancel(
+    session: AsyncSession, order: Order, *, reason: str, actor_id: uuid.UUID | None, note: str | None = None
+) -> None:
     if not rules.can_move(order.status, OrderStatus.cancelled):
         raise InvalidTransition(f"Order {order.number} is {order.status} and cannot be cancelled.")
     units = [(item.product_id, item.variant_id, item.quantity) for item in order.items]
@@ -392,10 +415,16 @@ async def _cancel(session: AsyncSession, order: Order, *, reason: str, actor_id:
         await inventory.restock(session, units, reference=order.number, reason="order.cancelled", actor_id=actor_id)
     if order.coupon_id is not None:
         await promotions.release(session, order_id=order.id, now=clock.now())
+    if order.payment_status in (PaymentStatus.paid, PaymentStatus.partially_refunded):
+        # API.md: cancelling a paid order refunds it; the gateway call happens after commit, in the job
+        jobs.enqueue(session, REFUND_CANCELLED_JOB, {"order_id": str(order.id)})
     order.status = OrderStatus.cancelled
     order.cancel_reason = reason
     order.reservation_expires_at = None
-    await record(session, order, "order.cancelled", {"cancel_reason": reason, "reservation_expires_at": None}, actor_id)
+    data: dict[str, Any] = {"cancel_reason": reason, "reservation_expires_at": None}
+    if note is not None:
+        data["note"] = note
+    await record(session, order, "order.cancelled", data, actor_id)
 
 
 async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:

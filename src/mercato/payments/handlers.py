@@ -1,0 +1,30 @@
+"""Job handlers of the payments domain: reconciliation of attempts and refunds left pending (a crash or timeout
+between the gateway's answer and our record) and the refund of a cancelled paid order."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from mercato.orders.money import REFUND_CANCELLED_JOB
+from mercato.payments import service
+from mercato.platform import jobs
+
+if TYPE_CHECKING:
+    from mercato.platform.context import Services
+
+
+@jobs.handler(service.RECONCILE_JOB)
+async def reconcile(services: Services, payload: dict[str, Any]) -> None:
+    """Settle the payment ``payload["payment_id"]`` or the refund ``payload["refund_id"]`` from what the gateway
+    says. Runs at least once; repeats change nothing; a gateway that does not answer makes the job retry."""
+    if "payment_id" in payload:
+        await service.reconcile_payment(services, uuid.UUID(payload["payment_id"]))
+    if "refund_id" in payload:
+        await service.reconcile_refund(services, uuid.UUID(payload["refund_id"]))
+
+
+@jobs.handler(REFUND_CANCELLED_JOB)
+async def refund_cancelled_order(services: Services, payload: dict[str, Any]) -> None:
+    """Refund what the payment of the cancelled order ``payload["order_id"]`` still holds."""
+    await service.refund_cancelled_order(services, uuid.UUID(payload["order_id"]))

@@ -1,0 +1,96 @@
+"""Every query of the payments domain."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mercato.db.queries import Paged, paged
+from mercato.payments.models import CAPTURED, Payment, PaymentMethod, PaymentState, Refund, RefundState
+
+
+async def payment(session: AsyncSession, payment_id: uuid.UUID, *, lock: bool = False) -> Payment | None:
+    """The payment ``payment_id``; ``lock`` takes its row lock (``FOR UPDATE`` on PostgreSQL)."""
+    query = select(Payment).where(Payment.id == payment_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def pending_payment(session: AsyncSession, order_id: uuid.UUID) -> Payment | None:
+    """The order's attempt still waiting for the gateway, if any."""
+    query = select(Payment).where(Payment.order_id == order_id, Payment.status == PaymentState.pending).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def captured_payment(session: AsyncSession, order_id: uuid.UUID) -> Payment | None:
+    """The order's payment whose money is (partly) still with the store: completed or partially refunded."""
+    query = (
+        select(Payment)
+        .where(Payment.order_id == order_id, Payment.status.in_(CAPTURED))
+        .order_by(Payment.created_at)
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def pending_refund_total(session: AsyncSession, payment_id: uuid.UUID) -> Decimal:
+    """Sum of the payment's refunds still waiting for the gateway."""
+    amounts = await session.scalars(
+        select(Refund.amount).where(Refund.payment_id == payment_id, Refund.status == RefundState.pending)
+    )
+    return sum(amounts, Decimal("0.00"))
+
+
+async def restocked(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """True when a refund of the order (pending or completed) already returned its units to stock."""
+    found = await session.scalar(
+        select(Refund.id)
+        .where(Refund.order_id == order_id, Refund.restock.is_(True), Refund.status != RefundState.failed)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def refund(session: AsyncSession, refund_id: uuid.UUID, *, lock: bool = False) -> Refund | None:
+    """The refund ``refund_id``; ``lock`` takes its row lock."""
+    query = select(Refund).where(Refund.id == refund_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_payments(
+    session: AsyncSession, *, user_id: uuid.UUID | None, order_id: uuid.UUID | None, page: int, limit: int
+) -> Paged[Payment]:
+    """Payments, newest first; ``user_id`` / ``order_id`` narrow them."""
+    query = select(Payment)
+    if user_id is not None:
+        query = query.where(Payment.user_id == user_id)
+    if order_id is not None:
+        query = query.where(Payment.order_id == order_id)
+    return await paged(session, query.order_by(Payment.created_at.desc(), Payment.id.desc()), page=page, limit=limit)
+
+
+async def methods(session: AsyncSession, user_id: uuid.UUID) -> list[PaymentMethod]:
+    """The user's saved methods, default first, then newest."""
+    query = (
+        select(PaymentMethod)
+        .where(PaymentMethod.user_id == user_id)
+        .order_by(PaymentMethod.is_default.desc(), PaymentMethod.created_at.desc())
+    )
+    return list(await session.scalars(query))
+
+
+async def method(session: AsyncSession, user_id: uuid.UUID, method_id: uuid.UUID) -> PaymentMethod | None:
+    """The user's saved method ``method_id`` (None for another user's)."""
+    query = select(PaymentMethod).where(PaymentMethod.id == method_id, PaymentMethod.user_id == user_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def clear_default(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """No saved method of the user is the default any more."""
+    await session.execute(update(PaymentMethod).where(PaymentMethod.user_id == user_id).values(is_default=False))

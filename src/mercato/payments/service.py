@@ -1,0 +1,496 @@
+"""Payment use cases: paying an order, refunds, reconciliation after crashes and timeouts, gateway callbacks,
+saved cards (API.md "Payments"; ARCHITECTURE.md "money POSTs run as short steps").
+
+Paying and refunding never call the gateway inside an open write transaction. Each runs three short steps:
+
+1. record the attempt (``pending``) under the order's row lock, and schedule a ``payments.reconcile`` job for
+   it, then commit;
+2. call the gateway with the attempt's id as its idempotency key (bounded by ``MERCATO_GATEWAY_TIMEOUT``);
+3. record the answer and move the order (``order.paid`` / ``order.payment_failed`` / ``order.refunded``), commit.
+
+If the process dies between 2 and 3, the attempt stays ``pending`` and the durable reconcile job (due a little
+after the gateway timeout) asks the gateway what happened and finishes step 3 — so the order is paid exactly once.
+A charge the gateway took for an attempt we could no longer apply (the order was paid another way, or cancelled
+meanwhile) is refunded in full: money always reconciles (``mercato check`` → ``payments.money_reconciles``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Mapping
+from datetime import timedelta
+from decimal import Decimal
+from typing import TypeVar
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mercato.db.queries import Paged
+from mercato.errors import Forbidden
+from mercato.identity.models import Role
+from mercato.identity.principal import Principal
+from mercato.orders import money
+from mercato.orders import service as orders
+from mercato.orders.models import OrderStatus
+from mercato.payments import gateways, repository, vault
+from mercato.payments.errors import (
+    PaymentDeclined,
+    PaymentInProgress,
+    PaymentMethodNotFound,
+    PaymentNotFound,
+    RefundFailed,
+    RefundNotAllowed,
+)
+from mercato.payments.gateways.base import Card, Gateway, GatewayUnavailable, Outcome
+from mercato.payments.models import Payment, PaymentMethod, PaymentState, Refund, RefundState, WebhookEvent
+from mercato.payments.schemas import MethodCreate, PaymentCreate, RefundCreate
+from mercato.platform import clock, jobs
+from mercato.platform.context import Services
+
+log = structlog.get_logger("mercato.payments")
+RECONCILE_JOB = "payments.reconcile"
+T = TypeVar("T")
+#: Orders whose stock was committed (a refund may put it back on hand).
+SOLD = (OrderStatus.processing, OrderStatus.shipped, OrderStatus.delivered, OrderStatus.returned)
+
+
+def is_admin(principal: Principal | None) -> bool:
+    """Admins see every payment and refund."""
+    return principal is not None and principal.may(Role.admin)
+
+
+async def _call(services: Services, call: Awaitable[T]) -> T:
+    """Await a gateway call for at most ``MERCATO_GATEWAY_TIMEOUT`` seconds (→ :class:`GatewayUnavailable`)."""
+    try:
+        async with asyncio.timeout(services.settings.gateway_timeout):
+            return await call
+    except TimeoutError as exc:
+        raise GatewayUnavailable("The payment gateway did not answer in time; nothing was charged twice.") from exc
+
+
+def _reconcile_at(services: Services) -> timedelta:
+    return timedelta(seconds=2 * services.settings.gateway_timeout + 5)
+
+
+# --- paying ---------------------------------------------------------------------------------------------------
+
+
+async def pay(
+    services: Services, principal: Principal | None, body: PaymentCreate, *, order_token: str | None
+) -> Payment:
+    """Charge the order's total (API.md ``POST /payments``) in the three steps of the module docstring.
+
+    Returns:
+        The completed payment; the order is ``processing`` and ``paid``, its stock committed.
+
+    Raises:
+        OrderNotFound: not the caller's order (guests: wrong or missing ``X-Order-Token``).
+        InvalidTransition: the order is already paid, cancelled or otherwise not payable (409).
+        PaymentInProgress: another payment of this order is running (409).
+        PaymentMethodNotFound: ``payment_method_id`` is not one of the caller's saved methods.
+        UnknownToken: the gateway does not know ``payment_token`` (422).
+        PaymentDeclined: declined (402); the failed attempt is recorded, the order stays payable.
+        GatewayUnavailable: the gateway timed out or failed (503); the order stays payable.
+    """
+    gateway = gateways.active(services)
+    card = await gateway.card(body.payment_token) if body.payment_token is not None else None
+    user_id = principal.user_id if principal is not None else None
+    async with services.db.session(write=True) as session:
+        order = await orders.get_order(session, principal, body.order_id, order_token=order_token, lock=True)
+        money.check_payable(order)
+        running = await repository.pending_payment(session, order.id)
+        if running is not None:
+            raise PaymentInProgress(f"A payment of order {order.number} is already being processed.")
+        if card is None:
+            card = await _saved_card(session, services, user_id, body.payment_method_id)
+        payment = Payment(
+            id=clock.new_id(),
+            order_id=order.id,
+            user_id=order.user_id,
+            amount=order.total,
+            currency=order.currency,
+            status=PaymentState.pending,
+            gateway=gateway.name,
+            method_brand=card.brand,
+            method_last4=card.last4,
+            payment_method_id=body.payment_method_id,
+        )
+        session.add(payment)
+        jobs.enqueue(
+            session, RECONCILE_JOB, {"payment_id": str(payment.id)}, run_at=clock.now() + _reconcile_at(services)
+        )
+    try:
+        outcome = await _call(
+            services,
+            gateway.charge(key=str(payment.id), amount=payment.amount, currency=payment.currency, token=card.token),
+        )
+    except GatewayUnavailable:
+        await _settle_payment(services, payment.id, None, actor_id=user_id)
+        raise
+    payment = await _settle_payment(services, payment.id, outcome, actor_id=user_id)
+    if payment.status == PaymentState.failed:
+        raise PaymentDeclined(
+            f"The card was declined ({payment.failure_reason}).",
+            reason=payment.failure_reason,
+            payment_id=str(payment.id),
+        )
+    return payment
+
+
+async def _saved_card(
+    session: AsyncSession, services: Services, user_id: uuid.UUID | None, method_id: uuid.UUID | None
+) -> Card:
+    saved = await repository.method(session, user_id, method_id) if user_id and method_id else None
+    if saved is None:
+        raise PaymentMethodNotFound("No such saved payment method.", field="payment_method_id")
+    token = vault.decrypt(services.settings.secret, saved.token_encrypted)
+    return Card(saved.brand, saved.last4, saved.exp_month, saved.exp_year, token)
+
+
+async def _settle_payment(
+    services: Services, payment_id: uuid.UUID, outcome: Outcome | None, *, actor_id: uuid.UUID | None
+) -> Payment:
+    """Step 3: record the gateway's answer for a pending attempt and move the order. ``outcome`` None means no
+    answer (timeout, or the gateway never took the charge): the attempt fails with ``gateway_timeout``; the
+    reconcile job still asks the gateway later, in case the charge went through after all."""
+    async with services.db.session(write=True) as session:
+        payment = await repository.payment(session, payment_id, lock=True)
+        assert payment is not None
+        order = await money.locked_order(session, payment.order_id)
+        if payment.status != PaymentState.pending:
+            return payment  # settled already (a concurrent reconcile or webhook)
+        if outcome is None or outcome.status == "failed":
+            payment.status = PaymentState.failed
+            payment.failure_reason = outcome.failure_reason if outcome is not None else "gateway_timeout"
+            payment.gateway_reference = outcome.reference if outcome is not None else None
+            if outcome is not None:
+                await money.mark_payment_failed(
+                    session, order, payment_id=payment.id, reason=payment.failure_reason, actor_id=actor_id
+                )
+            return payment
+        payment.status = PaymentState.completed
+        payment.gateway_reference = outcome.reference
+        if order.status in (OrderStatus.pending, OrderStatus.processing) and order.payment_status in money.PAYABLE:
+            await money.mark_paid(session, order, payment_id=payment.id, amount=payment.amount, actor_id=actor_id)
+        else:  # cancelled (or paid otherwise) while the gateway charged: give the money back
+            _refund_later(session, payment, reason="order no longer payable when the charge completed")
+        return payment
+
+
+async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
+    """Ask the gateway what became of an attempt and record it (the ``payments.reconcile`` job; safe to repeat).
+
+    A ``pending`` attempt is settled from the gateway's answer (never taken → failed). A ``failed`` attempt the
+    gateway charged after all (a late answer after our timeout) is recorded as completed and refunded in full.
+
+    Returns:
+        What was done: ``settled``, ``refunded-orphan`` or ``nothing``.
+    """
+    async with services.db.session(write=False) as session:
+        payment = await repository.payment(session, payment_id)
+    if payment is None or payment.status not in (PaymentState.pending, PaymentState.failed):
+        return "nothing"
+    if payment.status == PaymentState.failed and payment.failure_reason != "gateway_timeout":
+        return "nothing"
+    gateway = gateways.by_name(services, payment.gateway)
+    outcome = await _call(services, gateway.find_charge(str(payment.id)))
+    if payment.status == PaymentState.pending:
+        await _settle_payment(services, payment.id, outcome, actor_id=None)
+        log.info("payment reconciled", payment_id=str(payment.id), found=outcome is not None)
+        return "settled"
+    if outcome is None or outcome.status != "succeeded":
+        return "nothing"
+    async with services.db.session(write=True) as session:  # a late success of an attempt we gave up on
+        late = await repository.payment(session, payment.id, lock=True)
+        assert late is not None
+        if late.status != PaymentState.failed:
+            return "nothing"
+        late.status = PaymentState.completed
+        late.gateway_reference = outcome.reference
+        late.failure_reason = None
+        _refund_later(session, late, reason="charge completed after the gateway timed out")
+    log.warning("late charge refunded", payment_id=str(payment.id))
+    return "refunded-orphan"
+
+
+def _refund_later(session: AsyncSession, payment: Payment, *, reason: str) -> None:
+    """Record a full refund of ``payment`` and let the reconcile job carry it out (outside this transaction)."""
+    refund = Refund(
+        id=clock.new_id(),
+        order_id=payment.order_id,
+        payment_id=payment.id,
+        amount=payment.amount - payment.refunded_amount,
+        currency=payment.currency,
+        reason=reason,
+        restock=False,
+        status=RefundState.pending,
+    )
+    session.add(refund)
+    jobs.enqueue(session, RECONCILE_JOB, {"refund_id": str(refund.id)})
+
+
+# --- refunds --------------------------------------------------------------------------------------------------
+
+
+async def refund_order(services: Services, principal: Principal, order_id: uuid.UUID, body: RefundCreate) -> Refund:
+    """Refund (part of) what the order's payment captured (API.md ``POST /orders/{id}/refund``, admins).
+
+    Raises:
+        OrderNotFound: no such order.
+        RefundNotAllowed: nothing captured, ``amount`` above captured − refunded (field ``amount``), or
+            ``restock`` on an order whose stock was never committed or was already restocked (field ``restock``).
+        RefundFailed: the gateway refused the refund (409); GatewayUnavailable: no answer (503, the refund stays
+            pending and the reconcile job completes it).
+    """
+    return await _refund(services, principal, order_id=order_id, payment_id=None, body=body)
+
+
+async def refund_payment(
+    services: Services, principal: Principal, payment_id: uuid.UUID, amount: Decimal | None, reason: str
+) -> Refund:
+    """Refund (part of) one payment (API.md ``POST /payments/{id}/refund``); raises as :func:`refund_order`
+    plus :class:`PaymentNotFound`."""
+    body = RefundCreate(amount=amount, reason=reason, restock=False)
+    return await _refund(services, principal, order_id=None, payment_id=payment_id, body=body)
+
+
+async def _refund(
+    services: Services,
+    principal: Principal | None,
+    *,
+    order_id: uuid.UUID | None,
+    payment_id: uuid.UUID | None,
+    body: RefundCreate,
+) -> Refund:
+    actor_id = principal.user_id if principal is not None else None
+    async with services.db.session(write=True) as session:
+        if payment_id is not None:
+            found = await repository.payment(session, payment_id)
+            if found is None:
+                raise PaymentNotFound(f"No payment {payment_id}.")
+            order_id = found.order_id
+        assert order_id is not None
+        order = await orders.get_order(session, principal, order_id, lock=True)
+        payment = await repository.payment(session, payment_id, lock=True) if payment_id else None
+        if payment is None:
+            payment = await repository.captured_payment(session, order.id)
+        if payment is None or payment.status not in (PaymentState.completed, PaymentState.partially_refunded):
+            raise RefundNotAllowed(f"Order {order.number} has no captured payment to refund.", field="amount")
+        left = payment.amount - payment.refunded_amount - await repository.pending_refund_total(session, payment.id)
+        amount = body.amount if body.amount is not None else left
+        if amount <= 0 or amount > left:
+            raise RefundNotAllowed(f"At most {left:.2f} {payment.currency} can be refunded.", field="amount")
+        if body.restock and (order.status not in SOLD or await repository.restocked(session, order.id)):
+            raise RefundNotAllowed(
+                f"Order {order.number} has no sold units to restock ({order.status}, or restocked already).",
+                field="restock",
+            )
+        refund = Refund(
+            id=clock.new_id(),
+            order_id=order.id,
+            payment_id=payment.id,
+            amount=amount,
+            currency=payment.currency,
+            reason=body.reason,
+            restock=body.restock,
+            status=RefundState.pending,
+            actor_id=actor_id,
+        )
+        session.add(refund)
+        jobs.enqueue(
+            session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services)
+        )
+    refund = await _carry_out(services, refund.id)
+    if refund.status == RefundState.failed:
+        raise RefundFailed(f"The gateway refused the refund ({refund.failure_reason}).")
+    return refund
+
+
+async def _carry_out(services: Services, refund_id: uuid.UUID) -> Refund:
+    """Steps 2 and 3 of a pending refund: ask the gateway (idempotent per refund id), record the answer."""
+    async with services.db.session(write=False) as session:
+        refund = await repository.refund(session, refund_id)
+        assert refund is not None
+        payment = await repository.payment(session, refund.payment_id)
+        assert payment is not None
+    if refund.status != RefundState.pending:
+        return refund
+    gateway = gateways.by_name(services, payment.gateway)
+    assert payment.gateway_reference is not None
+    outcome = await _call(
+        services,
+        gateway.refund(
+            key=str(refund.id), reference=payment.gateway_reference, amount=refund.amount, currency=refund.currency
+        ),
+    )
+    return await _settle_refund(services, refund.id, outcome)
+
+
+async def _settle_refund(services: Services, refund_id: uuid.UUID, outcome: Outcome) -> Refund:
+    async with services.db.session(write=True) as session:
+        refund = await repository.refund(session, refund_id, lock=True)
+        assert refund is not None
+        if refund.status != RefundState.pending:
+            return refund
+        order = await money.locked_order(session, refund.order_id)
+        payment = await repository.payment(session, refund.payment_id, lock=True)
+        assert payment is not None
+        refund.gateway_reference = outcome.reference
+        if outcome.status == "failed":
+            refund.status = RefundState.failed
+            refund.failure_reason = outcome.failure_reason
+            return refund
+        refund.status = RefundState.completed
+        payment.refunded_amount += refund.amount
+        fully = payment.refunded_amount >= payment.amount
+        payment.status = PaymentState.refunded if fully else PaymentState.partially_refunded
+        if order.payment_status in money.REFUNDABLE:  # an orphan charge's refund does not touch the order
+            await money.mark_refunded(
+                session,
+                order,
+                refund_id=refund.id,
+                amount=refund.amount,
+                fully=fully,
+                restock=refund.restock,
+                actor_id=refund.actor_id,
+            )
+        return refund
+
+
+async def reconcile_refund(services: Services, refund_id: uuid.UUID) -> str:
+    """Finish a pending refund (the ``payments.reconcile`` job): ask the gateway again with the same key, which
+    either reports the refund it already made or makes it now. Returns ``settled`` or ``nothing``."""
+    async with services.db.session(write=False) as session:
+        refund = await repository.refund(session, refund_id)
+    if refund is None or refund.status != RefundState.pending:
+        return "nothing"
+    await _carry_out(services, refund_id)
+    return "settled"
+
+
+async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> None:
+    """A paid order was cancelled: refund whatever its payment still holds (reason ``order cancelled``; the
+    cancellation already put the stock back). Safe to repeat: nothing left to refund → nothing happens."""
+    async with services.db.session(write=True) as session:
+        order = await money.locked_order(session, order_id)
+        payment = await repository.captured_payment(session, order.id)
+        if payment is None:
+            return
+        left = payment.amount - payment.refunded_amount - await repository.pending_refund_total(session, payment.id)
+        if left <= 0:
+            return
+        refund = Refund(
+            id=clock.new_id(),
+            order_id=order.id,
+            payment_id=payment.id,
+            amount=left,
+            currency=payment.currency,
+            reason="order cancelled",
+            restock=False,
+            status=RefundState.pending,
+        )
+        session.add(refund)
+        jobs.enqueue(
+            session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services)
+        )
+    await _carry_out(services, refund.id)
+
+
+# --- reading --------------------------------------------------------------------------------------------------
+
+
+async def get_payment(session: AsyncSession, principal: Principal, payment_id: uuid.UUID) -> Payment:
+    """The payment if the caller may see it (its customer, or an admin). Raises :class:`PaymentNotFound`."""
+    payment = await repository.payment(session, payment_id)
+    if payment is None or not (is_admin(principal) or payment.user_id == principal.user_id):
+        raise PaymentNotFound(f"No payment {payment_id}.")
+    return payment
+
+
+async def list_payments(
+    session: AsyncSession, principal: Principal, *, order_id: uuid.UUID | None, page: int, limit: int
+) -> Paged[Payment]:
+    """The caller's payments (admins: everyone's), newest first, optionally of one order."""
+    user_id = None if is_admin(principal) else principal.user_id
+    if user_id is None and not is_admin(principal):
+        raise Forbidden("API keys without a user cannot list payments.")
+    return await repository.list_payments(session, user_id=user_id, order_id=order_id, page=page, limit=limit)
+
+
+# --- saved methods --------------------------------------------------------------------------------------------
+
+
+async def save_method(
+    session: AsyncSession, services: Services, user_id: uuid.UUID, body: MethodCreate, card: Card
+) -> PaymentMethod:
+    """Save ``card`` (already resolved by the gateway from ``body.payment_token``) for the user, its token
+    encrypted; the first saved method, or one saved with ``is_default``, becomes the default."""
+    existing = await repository.methods(session, user_id)
+    default = body.is_default or not existing
+    if default:
+        await repository.clear_default(session, user_id)
+    method = PaymentMethod(
+        id=clock.new_id(),
+        user_id=user_id,
+        gateway=services.settings.payment_gateway,
+        brand=card.brand,
+        last4=card.last4,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+        is_default=default,
+        token_encrypted=vault.encrypt(services.settings.secret, card.token),
+    )
+    session.add(method)
+    await session.flush()
+    return method
+
+
+async def list_methods(session: AsyncSession, user_id: uuid.UUID) -> list[PaymentMethod]:
+    """The user's saved methods, default first."""
+    return await repository.methods(session, user_id)
+
+
+async def delete_method(session: AsyncSession, user_id: uuid.UUID, method_id: uuid.UUID) -> None:
+    """Forget a saved method (payments made with it keep brand and last4). Raises :class:`PaymentMethodNotFound`."""
+    method = await repository.method(session, user_id, method_id)
+    if method is None:
+        raise PaymentMethodNotFound(f"No saved payment method {method_id}.")
+    await session.delete(method)
+    await session.flush()
+
+
+# --- webhooks -------------------------------------------------------------------------------------------------
+
+
+async def handle_webhook(services: Services, gateway: Gateway, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Verify and apply a gateway callback: a charge or refund event makes us reconcile the attempt it names
+    (we ask the gateway rather than trusting the payload's amounts). Each event id is applied once.
+
+    Returns:
+        True when the event was seen before (nothing done).
+
+    Raises:
+        MalformedWebhook (400), InvalidSignature (401): nothing is recorded or changed.
+    """
+    event = gateway.verify(body, headers, clock.now())
+    try:
+        async with services.db.session(write=True) as session:
+            session.add(WebhookEvent(id=clock.new_id(), gateway=gateway.name, event_id=event.event_id, type=event.type))
+    except IntegrityError:
+        return True
+    key = _uuid(event.key)
+    if key is not None and event.type.startswith("charge.") and event.type != "charge.refunded":
+        await reconcile_payment(services, key)
+    elif key is not None and event.type.startswith("refund."):
+        await reconcile_refund(services, key)
+    log.info("payment webhook", gateway=gateway.name, type=event.type, event_id=event.event_id)
+    return False
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,401 @@
+"""Payments and refunds (API.md "Payments"): the test gateway's tokens, declines, access rules, idempotency,
+refunds with restock, cancelling a paid order, saved cards, webhooks, gateway timeouts, reconciliation, and the
+money check — on every backend."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from mercato.app import create_app
+from mercato.checks import all_checks
+from mercato.inventory.models import InventoryHistory
+from mercato.orders.models import Order
+from mercato.payments import gateways
+from mercato.payments import service as payments
+from mercato.payments.gateways.test import LedgerEntry, TestGateway
+from mercato.payments.models import Payment, PaymentMethod, Refund
+from mercato.platform import clock
+from mercato.platform.context import Services
+from tests.api.test_orders import ADDRESS, add, count, guest, product, stock
+from tests.conftest import Backend, bearer, make_admin, register
+
+PAYMENTS = "/api/v1/payments"
+
+
+@pytest.fixture
+async def admin(services: Services, client: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await make_admin(services, client))
+
+
+async def placed(
+    client: httpx.AsyncClient, admin: dict[str, str], *, price: str = "20.00", quantity: int = 2, stock_: int = 5
+) -> tuple[dict[str, Any], dict[str, str], str]:
+    """A customer's pending order: (order, the customer's headers, product id)."""
+    pid = await product(client, admin, price=price, stock=stock_)
+    headers = bearer(await register(client))
+    await add(client, pid, quantity, headers)
+    response = await client.post("/api/v1/orders", json={"shipping_address": ADDRESS}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json(), headers, pid
+
+
+async def pay(client: httpx.AsyncClient, order_id: str, headers: dict[str, str], **body: Any) -> httpx.Response:
+    return await client.post(
+        PAYMENTS, json={"order_id": order_id, **(body or {"payment_token": "tok_visa"})}, headers=headers
+    )
+
+
+async def money_problems(services: Services) -> list[str]:
+    async with services.db.session(write=False) as session:
+        return await all_checks()["payments.money_reconciles"](session)
+
+
+async def order_row(services: Services, order_id: str) -> Order:
+    async with services.db.session(write=False) as session:
+        order = await session.get(Order, uuid.UUID(order_id))
+        assert order is not None
+        return order
+
+
+async def test_paying_with_tok_visa_moves_the_order_to_processing_and_commits_stock(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    assert await stock(services, pid) == (5, 2)
+
+    response = await pay(client, order["id"], headers)
+
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert payment["status"] == "completed" and payment["amount"] == "40.00" and payment["refunded_amount"] == "0.00"
+    assert payment["method"] == {"brand": "visa", "last4": "4242"} and payment["gateway"] == "test"
+    assert payment["gateway_reference"].startswith("ch_test_") and payment["failure_reason"] is None
+    after = (await client.get(f"/api/v1/orders/{order['id']}", headers=headers)).json()
+    assert (after["status"], after["payment_status"]) == ("processing", "paid")
+    assert await stock(services, pid) == (3, 0)  # on hand and reserved both dropped
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [(e["type"], e["status"]) for e in events] == [("order.placed", "pending"), ("order.paid", "processing")]
+    listed = (await client.get(PAYMENTS, headers=headers)).json()
+    assert [p["id"] for p in listed["data"]] == [payment["id"]]
+    assert (await client.get(f"{PAYMENTS}/{payment['id']}", headers=headers)).json()["status"] == "completed"
+
+    again = await pay(client, order["id"], headers)
+    assert again.status_code == 409 and again.json()["type"].endswith("/invalid-transition")
+    assert await count(services, LedgerEntry) == 1 and await money_problems(services) == []
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [("tok_chargeDeclined", "card_declined"), ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds")],
+)
+async def test_a_declined_card_records_a_failed_payment_and_keeps_the_order_payable(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, token: str, reason: str
+) -> None:
+    order, headers, pid = await placed(client, admin)
+
+    declined = await pay(client, order["id"], headers, payment_token=token)
+
+    assert declined.status_code == 402, declined.text
+    assert declined.json()["type"].endswith("/payment-declined") and declined.json()["reason"] == reason
+    after = (await client.get(f"/api/v1/orders/{order['id']}", headers=headers)).json()
+    assert (after["status"], after["payment_status"]) == ("pending", "failed")
+    assert await stock(services, pid) == (5, 2)  # still reserved
+    history = (await client.get(PAYMENTS, headers=headers)).json()["data"]
+    assert [(p["status"], p["failure_reason"]) for p in history] == [("failed", reason)]
+
+    paid = await pay(client, order["id"], headers, payment_token="tok_mastercard")
+    assert paid.status_code == 201 and paid.json()["method"]["last4"] == "4444"
+    assert (await order_row(services, order["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
+async def test_bad_payment_requests_change_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    other = bearer(await register(client))
+
+    unknown = await pay(client, order["id"], headers, payment_token="tok_nonsense")
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["loc"] == ["body", "payment_token"]
+    both = await pay(client, order["id"], headers, payment_token="tok_visa", payment_method_id=str(uuid.uuid4()))
+    assert both.status_code == 422
+    assert (await pay(client, order["id"], other)).status_code == 404  # someone else's order
+    assert (await pay(client, str(uuid.uuid4()), headers)).status_code == 404
+    assert await count(services, Payment) == 0 and await count(services, LedgerEntry) == 0
+    assert (await order_row(services, order["id"])).payment_status == "unpaid"
+
+
+async def test_a_guest_pays_with_the_order_token(
+    app: Any, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    pid = await product(client, admin, price="9.99", stock=3)
+    async with guest(app) as browser:
+        await add(browser, pid, 1)
+        placed_ = await browser.post("/api/v1/orders", json={"shipping_address": ADDRESS, "email": "guest@example.com"})
+        order = placed_.json()
+        assert (await pay(browser, order["id"], {"X-Order-Token": "wrong"})).status_code == 404
+        assert (await pay(browser, order["id"], {})).status_code == 404
+        response = await pay(browser, order["id"], {"X-Order-Token": order["order_token"]})
+    assert response.status_code == 201 and response.json()["amount"] == "9.99"
+    assert (await order_row(services, order["id"])).payment_status == "paid"
+
+
+async def test_idempotent_payment_and_refund(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+
+    first = await pay(client, order["id"], headers | key)
+    replay = await pay(client, order["id"], headers | key)
+    other_body = await pay(client, order["id"], headers | key, payment_token="tok_mastercard")
+
+    assert first.status_code == replay.status_code == 201 and replay.json() == first.json()
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert other_body.status_code == 422 and other_body.json()["type"].endswith("/idempotency-mismatch")
+    assert await count(services, Payment) == 1 and await count(services, LedgerEntry) == 1
+
+    refund_key = admin | {"Idempotency-Key": str(uuid.uuid4())}
+    url = f"/api/v1/orders/{order['id']}/refund"
+    refund = await client.post(url, json={"amount": "5.00", "reason": "late"}, headers=refund_key)
+    repeat = await client.post(url, json={"amount": "5.00", "reason": "late"}, headers=refund_key)
+    different = await client.post(url, json={"amount": "6.00", "reason": "late"}, headers=refund_key)
+    assert refund.status_code == repeat.status_code == 201 and repeat.json()["id"] == refund.json()["id"]
+    assert different.status_code == 422 and different.json()["type"].endswith("/idempotency-mismatch")
+    assert await count(services, Refund) == 1
+
+
+async def test_refunds_partial_full_restock_and_limits(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    payment = (await pay(client, order["id"], headers)).json()
+    url = f"/api/v1/orders/{order['id']}/refund"
+
+    assert (await client.post(url, json={"amount": "1.00", "reason": "x"}, headers=headers)).status_code == 403
+    too_much = await client.post(url, json={"amount": "40.01", "reason": "x"}, headers=admin)
+    assert too_much.status_code == 422 and too_much.json()["errors"][0]["loc"] == ["body", "amount"]
+
+    partial = await client.post(url, json={"amount": "15.00", "reason": "scratched", "restock": True}, headers=admin)
+    assert partial.status_code == 201, partial.text
+    assert (partial.json()["amount"], partial.json()["status"], partial.json()["restock"]) == (
+        "15.00",
+        "completed",
+        True,
+    )
+    assert (await order_row(services, order["id"])).payment_status == "partially_refunded"
+    assert await stock(services, pid) == (5, 0)  # both units back on hand
+    async with services.db.session(write=False) as session:
+        reasons = list(
+            await session.scalars(select(InventoryHistory.reason).where(InventoryHistory.reference == order["number"]))
+        )
+    assert "order.refunded" in reasons
+    twice = await client.post(url, json={"amount": "1.00", "reason": "x", "restock": True}, headers=admin)
+    assert twice.status_code == 422 and twice.json()["errors"][0]["loc"] == ["body", "restock"]
+
+    over = await client.post(
+        f"{PAYMENTS}/{payment['id']}/refund", json={"amount": "25.01", "reason": "x"}, headers=admin
+    )
+    assert over.status_code == 422
+    rest = await client.post(f"{PAYMENTS}/{payment['id']}/refund", json={"reason": "goodwill"}, headers=admin)
+    assert rest.status_code == 201 and rest.json()["amount"] == "25.00"
+    settled = (await client.get(f"{PAYMENTS}/{payment['id']}", headers=headers)).json()
+    assert (settled["status"], settled["refunded_amount"]) == ("refunded", "40.00")
+    assert (await order_row(services, order["id"])).payment_status == "refunded"
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [e["type"] for e in events].count("order.refunded") == 2
+    nothing_left = await client.post(url, json={"reason": "again"}, headers=admin)
+    assert nothing_left.status_code == 422
+    assert await money_problems(services) == []
+
+
+async def test_cancelling_a_paid_order_refunds_it_in_full(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    await pay(client, order["id"], headers)
+
+    cancelled = await client.delete(f"/api/v1/orders/{order['id']}", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    await services.jobs.run_due()
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "refunded")
+    assert await stock(services, pid) == (5, 0)
+    history = (await client.get(PAYMENTS, headers=headers)).json()["data"]
+    assert [(p["status"], p["refunded_amount"]) for p in history] == [("refunded", "40.00")]
+    async with services.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund)))
+    assert [(r.amount, r.reason, r.status) for r in refunds] == [(row.total, "order cancelled", "completed")]
+    await services.jobs.run_due()  # a repeat refunds nothing more
+    assert await count(services, Refund) == 1 and await money_problems(services) == []
+
+
+async def test_saved_cards_are_encrypted_and_pay(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    saved = await client.post(f"{PAYMENTS}/methods", json={"payment_token": "tok_mastercard"}, headers=headers)
+    assert saved.status_code == 201, saved.text
+    card = saved.json()
+    assert (card["brand"], card["last4"], card["exp_month"], card["exp_year"], card["is_default"]) == (
+        "mastercard",
+        "4444",
+        12,
+        2034,
+        True,
+    )
+    async with services.db.session(write=False) as session:
+        row = await session.get(PaymentMethod, uuid.UUID(card["id"]))
+        assert row is not None and "tok_" not in row.token_encrypted
+    second = (
+        await client.post(
+            f"{PAYMENTS}/methods", json={"payment_token": "tok_visa", "is_default": True}, headers=headers
+        )
+    ).json()
+    listed = (await client.get(f"{PAYMENTS}/methods", headers=headers)).json()
+    assert [(m["id"], m["is_default"]) for m in listed] == [(second["id"], True), (card["id"], False)]
+    assert (
+        await client.post(f"{PAYMENTS}/methods", json={"payment_token": "4242424242424242"}, headers=headers)
+    ).status_code == 422
+
+    other = bearer(await register(client))
+    assert (await client.delete(f"{PAYMENTS}/methods/{card['id']}", headers=other)).status_code == 404
+    paid = await pay(client, order["id"], headers, payment_method_id=card["id"])
+    assert paid.status_code == 201 and paid.json()["method"] == {"brand": "mastercard", "last4": "4444"}
+    assert (await client.delete(f"{PAYMENTS}/methods/{card['id']}", headers=headers)).status_code == 204
+    assert [m["id"] for m in (await client.get(f"{PAYMENTS}/methods", headers=headers)).json()] == [second["id"]]
+
+
+def _signed(gateway: TestGateway, event: dict[str, Any], at: int | None = None) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    return body, {"Mercato-Signature": gateway.sign(body, at or int(time.time())), "Content-Type": "application/json"}
+
+
+async def _crashed_after_charge(services: Services, order_id: str) -> uuid.UUID:
+    """What a crash between the gateway's success and our record leaves: a pending attempt the gateway charged."""
+    order = await order_row(services, order_id)
+    payment = Payment(
+        id=clock.new_id(),
+        order_id=order.id,
+        user_id=order.user_id,
+        amount=order.total,
+        currency=order.currency,
+        status="pending",
+        gateway="test",
+        method_brand="visa",
+        method_last4="4242",
+    )
+    async with services.db.session(write=True) as session:
+        session.add(payment)
+    gateway = gateways.by_name(services, "test")
+    outcome = await gateway.charge(key=str(payment.id), amount=order.total, currency=order.currency, token="tok_visa")
+    assert outcome.status == "succeeded"
+    return payment.id
+
+
+async def test_webhooks_are_verified_and_reconcile_once(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, customer, _ = await placed(client, admin)
+    payment_id = await _crashed_after_charge(services, order["id"])
+    gateway = gateways.by_name(services, "test")
+    assert isinstance(gateway, TestGateway)
+    event = {"id": "evt_1", "type": "charge.succeeded", "data": {"key": str(payment_id)}}
+    url = f"{PAYMENTS}/webhooks/test"
+
+    body, signed = _signed(gateway, event)
+    forged = await client.post(
+        url, content=body, headers=signed | {"Mercato-Signature": signed["Mercato-Signature"][:-2] + "00"}
+    )
+    stale_body, stale = _signed(gateway, event, at=int(time.time()) - 301)
+    old = await client.post(url, content=stale_body, headers=stale)
+    missing = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+    assert (forged.status_code, old.status_code, missing.status_code) == (401, 401, 400)
+    assert (await order_row(services, order["id"])).payment_status == "unpaid"  # nothing changed
+    assert (await client.post(f"{PAYMENTS}/webhooks/nope", content=body, headers=signed)).status_code == 404
+
+    accepted = await client.post(url, content=body, headers=signed)
+    replayed = await client.post(url, content=body, headers=signed)
+
+    assert accepted.status_code == 200 and accepted.json() == {"received": True, "duplicate": False}
+    assert replayed.json() == {"received": True, "duplicate": True}
+    row = (await client.get(f"/api/v1/orders/{order['id']}", headers=customer)).json()
+    assert (row["status"], row["payment_status"]) == ("processing", "paid")
+    assert await count(services, Payment, Payment.status == "completed") == 1
+    assert await count(services, LedgerEntry) == 1 and await money_problems(services) == []
+
+
+async def test_the_reconcile_job_records_a_charge_a_crash_left_unrecorded(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    payment_id = await _crashed_after_charge(services, order["id"])
+    assert (await pay(client, order["id"], headers)).status_code == 409  # in progress: never a second charge
+
+    assert await payments.reconcile_payment(services, payment_id) == "settled"
+    assert await payments.reconcile_payment(services, payment_id) == "nothing"  # repeats change nothing
+
+    assert (await order_row(services, order["id"])).payment_status == "paid"
+    assert await count(services, LedgerEntry) == 1 and await money_problems(services) == []
+
+
+async def test_a_gateway_timeout_answers_503_and_leaves_the_order_payable(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    slow = Services.build(migrated.settings(gateway_timeout=0.2, test_gateway_delay=2), cache_prefix=migrated.prefix)
+    try:
+        transport = httpx.ASGITransport(app=create_app(slow.settings, services=slow), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as slow_client:
+            timed_out = await pay(slow_client, order["id"], headers)
+    finally:
+        await slow.close()
+
+    assert timed_out.status_code == 503 and timed_out.json()["type"].endswith("/service-unavailable")
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("pending", "unpaid") and await stock(services, pid) == (5, 2)
+    assert await count(services, LedgerEntry) == 0  # the cancelled call charged nothing
+    paid = await pay(client, order["id"], headers)
+    assert paid.status_code == 201 and (await order_row(services, order["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
+async def test_money_check_reports_an_order_whose_money_does_not_add_up(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    await pay(client, order["id"], headers)
+    async with services.db.session(write=True) as session:
+        row = await session.get(Order, uuid.UUID(order["id"]))
+        assert row is not None
+        row.payment_status = "refunded"
+
+    problems = await money_problems(services)
+
+    assert len(problems) == 1 and order["number"] in problems[0]
+
+
+async def test_an_order_confirmed_unpaid_by_staff_takes_its_payment_later_without_moving_stock_twice(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    confirmed = await client.post(f"/api/v1/orders/{order['id']}/confirm", json={}, headers=admin)
+    assert confirmed.status_code == 200, confirmed.text
+    assert (confirmed.json()["status"], confirmed.json()["payment_status"]) == ("processing", "unpaid")
+    assert await stock(services, pid) == (3, 0)
+
+    paid = await pay(client, order["id"], headers)
+
+    assert paid.status_code == 201, paid.text
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("processing", "paid")
+    assert await stock(services, pid) == (3, 0)  # committed once, at confirmation
+    assert await money_problems(services) == []
