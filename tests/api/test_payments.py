@@ -368,6 +368,42 @@ async def test_a_gateway_timeout_answers_503_and_leaves_the_order_payable(
     assert await money_problems(services) == []
 
 
+async def test_a_charge_that_lands_after_the_timeout_is_never_lost(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    first, headers, _ = await placed(client, admin)
+    second, headers2, _ = await placed(client, admin)
+    late = Services.build(migrated.settings(gateway_timeout=0.3, test_gateway_hold=2), cache_prefix=migrated.prefix)
+    try:
+        transport = httpx.ASGITransport(app=create_app(late.settings, services=late), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as late_client:
+            assert (await pay(late_client, first["id"], headers)).status_code == 503
+            assert (await pay(late_client, second["id"], headers2)).status_code == 503
+    finally:
+        await late.close()
+    assert await count(services, LedgerEntry, LedgerEntry.kind == "charge") == 2  # both charged after all
+    # the customer of the second order paid again meanwhile
+    assert (await pay(client, second["id"], headers2)).status_code == 201
+
+    async with services.db.session(write=False) as session:
+        attempts = {
+            p.order_id: p.id
+            for p in await session.scalars(select(Payment).where(Payment.failure_reason == "gateway_timeout"))
+        }
+    assert await payments.reconcile_payment(services, attempts[uuid.UUID(first["id"])]) == "late-charge"
+    assert await payments.reconcile_payment(services, attempts[uuid.UUID(second["id"])]) == "late-charge"
+    await services.jobs.run_due()  # the orphan charge's refund
+
+    assert (await order_row(services, first["id"])).payment_status == "paid"  # the late charge paid it
+    second_payments = (await client.get(PAYMENTS, params={"order_id": second["id"]}, headers=headers2)).json()["data"]
+    assert sorted((p["status"], p["refunded_amount"]) for p in second_payments) == [
+        ("completed", "0.00"),
+        ("refunded", "40.00"),
+    ]
+    assert (await order_row(services, second["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
 async def test_money_check_reports_an_order_whose_money_does_not_add_up(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

@@ -33,7 +33,7 @@ from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.orders import money
 from mercato.orders import service as orders
-from mercato.orders.models import OrderStatus
+from mercato.orders.models import Order, OrderStatus
 from mercato.payments import gateways, repository, vault
 from mercato.payments.errors import (
     PaymentDeclined,
@@ -43,7 +43,7 @@ from mercato.payments.errors import (
     RefundFailed,
     RefundNotAllowed,
 )
-from mercato.payments.gateways.base import Card, Gateway, GatewayUnavailable, Outcome
+from mercato.payments.gateways.base import Card, Gateway, GatewayUnavailable, Outcome, UnknownToken
 from mercato.payments.models import Payment, PaymentMethod, PaymentState, Refund, RefundState, WebhookEvent
 from mercato.payments.schemas import MethodCreate, PaymentCreate, RefundCreate
 from mercato.platform import clock, jobs
@@ -129,6 +129,10 @@ async def pay(
     except GatewayUnavailable:
         await _settle_payment(services, payment.id, None, actor_id=user_id)
         raise
+    except UnknownToken:  # the gateway refused the saved method itself (e.g. detached): a failed attempt
+        declined = Outcome("failed", None, payment.amount, "invalid_payment_method")
+        await _settle_payment(services, payment.id, declined, actor_id=user_id)
+        raise
     payment = await _settle_payment(services, payment.id, outcome, actor_id=user_id)
     if payment.status == PaymentState.failed:
         raise PaymentDeclined(
@@ -170,23 +174,32 @@ async def _settle_payment(
                     session, order, payment_id=payment.id, reason=payment.failure_reason, actor_id=actor_id
                 )
             return payment
-        payment.status = PaymentState.completed
-        payment.gateway_reference = outcome.reference
-        if order.status in (OrderStatus.pending, OrderStatus.processing) and order.payment_status in money.PAYABLE:
-            await money.mark_paid(session, order, payment_id=payment.id, amount=payment.amount, actor_id=actor_id)
-        else:  # cancelled (or paid otherwise) while the gateway charged: give the money back
-            _refund_later(session, payment, reason="order no longer payable when the charge completed")
+        await _apply_success(session, payment, order, outcome, actor_id=actor_id)
         return payment
+
+
+async def _apply_success(
+    session: AsyncSession, payment: Payment, order: Order, outcome: Outcome, *, actor_id: uuid.UUID | None
+) -> None:
+    """Record a charge the gateway made: the order is paid if it still can be, else the money goes back."""
+    payment.status = PaymentState.completed
+    payment.gateway_reference = outcome.reference
+    payment.failure_reason = None
+    if order.status in (OrderStatus.pending, OrderStatus.processing) and order.payment_status in money.PAYABLE:
+        await money.mark_paid(session, order, payment_id=payment.id, amount=payment.amount, actor_id=actor_id)
+    else:  # cancelled, or paid by another attempt, while the gateway charged: give the money back
+        _refund_later(session, payment, reason="order no longer payable when the charge completed")
 
 
 async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
     """Ask the gateway what became of an attempt and record it (the ``payments.reconcile`` job; safe to repeat).
 
     A ``pending`` attempt is settled from the gateway's answer (never taken → failed). A ``failed`` attempt the
-    gateway charged after all (a late answer after our timeout) is recorded as completed and refunded in full.
+    gateway charged after all (a late answer after our timeout) is recorded as completed: it pays the order if
+    the order is still payable, else it is refunded in full.
 
     Returns:
-        What was done: ``settled``, ``refunded-orphan`` or ``nothing``.
+        What was done: ``settled``, ``late-charge`` or ``nothing``.
     """
     async with services.db.session(write=False) as session:
         payment = await repository.payment(session, payment_id)
@@ -205,14 +218,12 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
     async with services.db.session(write=True) as session:  # a late success of an attempt we gave up on
         late = await repository.payment(session, payment.id, lock=True)
         assert late is not None
+        order = await money.locked_order(session, late.order_id)
         if late.status != PaymentState.failed:
             return "nothing"
-        late.status = PaymentState.completed
-        late.gateway_reference = outcome.reference
-        late.failure_reason = None
-        _refund_later(session, late, reason="charge completed after the gateway timed out")
-    log.warning("late charge refunded", payment_id=str(payment.id))
-    return "refunded-orphan"
+        await _apply_success(session, late, order, outcome, actor_id=None)
+    log.warning("late charge recorded", payment_id=str(payment.id), order_paid=order.payment_status == "paid")
+    return "late-charge"
 
 
 def _refund_later(session: AsyncSession, payment: Payment, *, reason: str) -> None:
@@ -344,15 +355,19 @@ async def _settle_refund(services: Services, refund_id: uuid.UUID, outcome: Outc
             return refund
         refund.status = RefundState.completed
         payment.refunded_amount += refund.amount
-        fully = payment.refunded_amount >= payment.amount
-        payment.status = PaymentState.refunded if fully else PaymentState.partially_refunded
-        if order.payment_status in money.REFUNDABLE:  # an orphan charge's refund does not touch the order
+        payment.status = (
+            PaymentState.refunded if payment.refunded_amount >= payment.amount else PaymentState.partially_refunded
+        )
+        await session.flush()
+        still_held = await repository.held(session, order.id)
+        # a refund of a surplus charge (an orphan: the order was paid by another attempt) leaves the order paid
+        if order.payment_status in money.REFUNDABLE and still_held < order.total:
             await money.mark_refunded(
                 session,
                 order,
                 refund_id=refund.id,
                 amount=refund.amount,
-                fully=fully,
+                fully=still_held <= 0,
                 restock=refund.restock,
                 actor_id=refund.actor_id,
             )
