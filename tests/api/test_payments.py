@@ -24,7 +24,7 @@ from mercato.payments.models import Payment, PaymentMethod, Refund
 from mercato.platform import clock
 from mercato.platform.context import Services
 from tests.api.test_orders import ADDRESS, add, count, guest, product, stock
-from tests.conftest import Backend, bearer, make_admin, register
+from tests.conftest import Backend, bearer, make_admin, register, sent_mail
 
 PAYMENTS = "/api/v1/payments"
 
@@ -211,6 +211,8 @@ async def test_refunds_partial_full_restock_and_limits(
     assert (await order_row(services, order["id"])).payment_status == "refunded"
     events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
     assert [e["type"] for e in events].count("order.refunded") == 2
+    refund_mail = [m for m in await sent_mail(services, order["customer_email"]) if "Refund" in str(m["Subject"])]
+    assert len(refund_mail) == 2 and "25.00 USD" in refund_mail[-1].get_content()
     nothing_left = await client.post(url, json={"reason": "again"}, headers=admin)
     assert nothing_left.status_code == 422
     assert await money_problems(services) == []

@@ -13,6 +13,7 @@ from mercato.inventory import service as inventory
 from mercato.orders import repository, service
 from mercato.orders.errors import InvalidTransition, OrderNotFound
 from mercato.orders.models import Order, OrderStatus, PaymentStatus
+from mercato.platform.email import queue_email
 
 #: Payment states in which an order can take a payment (API.md: paying a paid order → 409).
 PAYABLE = (PaymentStatus.unpaid, PaymentStatus.failed)
@@ -93,7 +94,7 @@ async def mark_refunded(
 ) -> None:
     """``amount`` went back to the customer: ``payment_status`` → ``refunded`` when nothing captured is left
     (``fully``), else ``partially_refunded``. With ``restock`` every unit of the order returns to on hand
-    (one inventory history row each, reason ``order.refunded``)."""
+    (one inventory history row each, reason ``order.refunded``). The customer gets an email."""
     if restock:
         await inventory.restock(
             session, units_of(order), reference=order.number, reason="order.refunded", actor_id=actor_id
@@ -106,3 +107,13 @@ async def mark_refunded(
         "restock": restock,
     }
     await service.record(session, order, "order.refunded", data, actor_id)
+    if order.customer_email:
+        queue_email(
+            session,
+            to=order.customer_email,
+            subject=f"Refund for your order {order.number}",
+            text=(
+                f"We have refunded {amount:.2f} {order.currency} for your order {order.number} to the card you "
+                "paid with. Depending on your bank it shows on your statement within 5-10 business days.\n"
+            ),
+        )
