@@ -128,6 +128,7 @@ async def main(args: argparse.Namespace) -> None:
     os.environ.update(
         {
             "MERCATO_ENV": "production",
+            "MERCATO_ALLOW_TEST_GATEWAY": "true",  # the built-in gateway: benchmarks take no real money
             "MERCATO_SECRET_KEY": secrets.token_urlsafe(48),
             "MERCATO_DATA_DIR": str(data_dir),
             "MERCATO_RATE_LIMITS": "false",

@@ -115,6 +115,7 @@ def server_env(data_dir: Path) -> dict[str, str]:
     env.update(
         {
             "MERCATO_ENV": "production",
+            "MERCATO_ALLOW_TEST_GATEWAY": "true",  # the built-in gateway: benchmarks take no real money
             "MERCATO_SECRET_KEY": secrets.token_urlsafe(48),
             "MERCATO_DATA_DIR": str(data_dir),
             "MERCATO_DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'mercato.db'}",

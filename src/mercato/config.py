@@ -84,6 +84,7 @@ class Settings(BaseSettings):
 
     # payments: the gateway new payments go through (test = the built-in one; stripe needs the `stripe` extra)
     payment_gateway: str = Field(default="test", pattern="^(test|stripe)$")
+    allow_test_gateway: bool = False  # production refuses the test gateway unless this says it is a drill
     gateway_timeout: float = Field(default=10.0, gt=0)
     test_gateway_delay: float = Field(default=0.0, ge=0)
     test_gateway_hold: float = Field(default=0.0, ge=0)
@@ -168,7 +169,8 @@ class Settings(BaseSettings):
         """Refuse unsafe production settings.
 
         Raises:
-            UnsafeSettings: naming each problem (missing secret, debug on, wildcard CORS with credentials).
+            UnsafeSettings: naming each problem (missing secret, debug on, wildcard CORS with credentials, the
+                test payment gateway, Stripe without its keys).
         """
         if self.env is not Environment.production:
             return
@@ -181,6 +183,13 @@ class Settings(BaseSettings):
             problems.append("MERCATO_PASSWORD_HASH_* must be at least OWASP's m=19456 KiB, t=2 in production")
         if "*" in self.cors_origins and self.cors_allow_credentials:
             problems.append("MERCATO_CORS_ORIGINS='*' cannot be combined with credentials in production")
+        if self.payment_gateway == "test" and not self.allow_test_gateway:
+            problems.append(
+                "MERCATO_PAYMENT_GATEWAY=test takes no real money (anyone can pay with tok_visa): set "
+                "MERCATO_PAYMENT_GATEWAY=stripe in production, or MERCATO_ALLOW_TEST_GATEWAY=true for a drill"
+            )
+        if self.payment_gateway == "stripe" and (self.stripe_api_key is None or self.stripe_webhook_secret is None):
+            problems.append("MERCATO_STRIPE_API_KEY and MERCATO_STRIPE_WEBHOOK_SECRET must be set for Stripe")
         if problems:
             raise UnsafeSettings("; ".join(problems))
 

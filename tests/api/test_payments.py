@@ -4,9 +4,12 @@ money check — on every backend."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -19,8 +22,9 @@ from mercato.inventory.models import InventoryHistory
 from mercato.orders.models import Order
 from mercato.payments import gateways
 from mercato.payments import service as payments
+from mercato.payments.gateways.base import Outcome
 from mercato.payments.gateways.test import LedgerEntry, TestGateway
-from mercato.payments.models import Payment, PaymentMethod, Refund
+from mercato.payments.models import Payment, PaymentMethod, Refund, WebhookEvent
 from mercato.platform import clock
 from mercato.platform.context import Services
 from tests.api.test_orders import ADDRESS, add, count, guest, product, stock
@@ -178,6 +182,7 @@ async def test_refunds_partial_full_restock_and_limits(
     order, headers, pid = await placed(client, admin)
     payment = (await pay(client, order["id"], headers)).json()
     url = f"/api/v1/orders/{order['id']}/refund"
+    assert (await client.post(f"/api/v1/orders/{order['id']}/ship", json={}, headers=admin)).status_code == 200
 
     assert (await client.post(url, json={"amount": "1.00", "reason": "x"}, headers=headers)).status_code == 403
     too_much = await client.post(url, json={"amount": "40.01", "reason": "x"}, headers=admin)
@@ -263,7 +268,8 @@ async def test_saved_cards_are_encrypted_and_pay(
         )
     ).json()
     listed = (await client.get(f"{PAYMENTS}/methods", headers=headers)).json()
-    assert [(m["id"], m["is_default"]) for m in listed] == [(second["id"], True), (card["id"], False)]
+    assert [(m["id"], m["is_default"]) for m in listed["data"]] == [(second["id"], True), (card["id"], False)]
+    assert listed["pagination"]["total"] == 2
     assert (
         await client.post(f"{PAYMENTS}/methods", json={"payment_token": "4242424242424242"}, headers=headers)
     ).status_code == 422
@@ -273,7 +279,12 @@ async def test_saved_cards_are_encrypted_and_pay(
     paid = await pay(client, order["id"], headers, payment_method_id=card["id"])
     assert paid.status_code == 201 and paid.json()["method"] == {"brand": "mastercard", "last4": "4444"}
     assert (await client.delete(f"{PAYMENTS}/methods/{card['id']}", headers=headers)).status_code == 204
-    assert [m["id"] for m in (await client.get(f"{PAYMENTS}/methods", headers=headers)).json()] == [second["id"]]
+    assert [m["id"] for m in (await client.get(f"{PAYMENTS}/methods", headers=headers)).json()["data"]] == [
+        second["id"]
+    ]
+    other_order, stranger_headers, _ = await placed(client, admin)
+    theirs = await pay(client, other_order["id"], stranger_headers, payment_method_id=second["id"])
+    assert theirs.status_code == 404 and theirs.json()["type"].endswith("/not-found")
 
 
 def _signed(gateway: TestGateway, event: dict[str, Any], at: int | None = None) -> tuple[bytes, dict[str, str]]:
@@ -437,3 +448,229 @@ async def test_an_order_confirmed_unpaid_by_staff_takes_its_payment_later_withou
     assert (row.status, row.payment_status) == ("processing", "paid")
     assert await stock(services, pid) == (3, 0)  # committed once, at confirmation
     assert await money_problems(services) == []
+
+
+def _slow(migrated: Backend, **settings: Any) -> Services:
+    """A second app's services on the same database with other gateway settings (timeouts, holds)."""
+    return Services.build(migrated.settings(**settings), cache_prefix=migrated.prefix)
+
+
+def _client_of(services: Services) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=create_app(services.settings, services=services), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_retrying_a_timed_out_payment_with_its_key_never_charges_twice(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    key = headers | {"Idempotency-Key": str(uuid.uuid4())}
+    late = _slow(migrated, gateway_timeout=0.3, test_gateway_hold=2)  # books the charge, answers too late
+    try:
+        async with _client_of(late) as late_client:
+            assert (await pay(late_client, order["id"], key)).status_code == 503
+    finally:
+        await late.close()
+
+    retried = await pay(client, order["id"], key)
+
+    assert retried.status_code == 201, retried.text
+    assert await count(services, LedgerEntry, LedgerEntry.kind == "charge") == 1
+    assert await count(services, Payment) == 1 and (await order_row(services, order["id"])).payment_status == "paid"
+    assert (await pay(client, order["id"], key)).json()["id"] == retried.json()["id"]  # replayed
+    assert await money_problems(services) == []
+
+
+async def test_retrying_a_timed_out_refund_with_its_key_refunds_once(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    await pay(client, order["id"], headers)
+    url = f"/api/v1/orders/{order['id']}/refund"
+    key = admin | {"Idempotency-Key": str(uuid.uuid4())}
+    slow = _slow(migrated, gateway_timeout=0.3, test_gateway_delay=2)
+    try:
+        async with _client_of(slow) as slow_client:
+            timed_out = await slow_client.post(url, json={"amount": "5.00", "reason": "late"}, headers=key)
+    finally:
+        await slow.close()
+    assert timed_out.status_code == 503
+
+    retried = await client.post(url, json={"amount": "5.00", "reason": "late"}, headers=key)
+    await services.jobs.run_due()
+
+    assert retried.status_code == 201 and retried.json()["status"] == "completed"
+    assert await count(services, Refund) == 1
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["refunded_amount"]) == ("partially_refunded", "5.00")
+    assert await money_problems(services) == []
+
+
+async def test_a_decline_never_unpays_an_order_a_late_charge_paid(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    first = await _crashed_after_charge(services, order["id"])
+    second = clock.new_id()  # another attempt, still at the gateway
+    async with services.db.session(write=True) as session:
+        row = await session.get(Order, uuid.UUID(order["id"]))
+        assert row is not None
+        session.add(
+            Payment(
+                id=second,
+                order_id=row.id,
+                user_id=row.user_id,
+                amount=row.total,
+                currency="USD",
+                status="pending",
+                gateway="test",
+                method_brand="visa",
+                method_last4="0002",
+            )
+        )
+    assert await payments.reconcile_payment(services, first) == "settled"  # the first charge pays the order
+
+    declined = Outcome("failed", None, Decimal("40.00"), "card_declined")
+    await payments._settle_payment(services, second, declined, actor_id=None)
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("processing", "paid")
+    assert (await pay(client, order["id"], headers)).status_code == 409
+    assert await money_problems(services) == []
+
+
+async def test_restock_only_for_orders_whose_units_left_and_cancel_never_restocks_twice(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    await pay(client, order["id"], headers)
+    url = f"/api/v1/orders/{order['id']}/refund"
+    processing = await client.post(url, json={"amount": "5.00", "reason": "x", "restock": True}, headers=admin)
+    assert processing.status_code == 422 and processing.json()["errors"][0]["loc"] == ["body", "restock"]
+    assert await stock(services, pid) == (3, 0)
+
+    cancelled = await client.delete(f"/api/v1/orders/{order['id']}", headers=headers)  # units back once
+    await services.jobs.run_due()
+    assert cancelled.status_code == 200 and await stock(services, pid) == (5, 0)
+    assert (await order_row(services, order["id"])).payment_status == "refunded"
+
+    shipped_order, shipped_headers, shipped_pid = await placed(client, admin)
+    await pay(client, shipped_order["id"], shipped_headers)
+    ship = await client.post(f"/api/v1/orders/{shipped_order['id']}/ship", json={"carrier": "DHL"}, headers=admin)
+    assert ship.status_code == 200
+    returned = await client.post(
+        f"/api/v1/orders/{shipped_order['id']}/refund", json={"reason": "lost", "restock": True}, headers=admin
+    )
+    assert returned.status_code == 201 and await stock(services, shipped_pid) == (5, 0)
+    assert (await client.delete(f"/api/v1/orders/{shipped_order['id']}", headers=shipped_headers)).status_code == 409
+    assert await money_problems(services) == []
+
+
+async def test_an_order_cancelled_while_the_card_is_charged_is_refunded_and_the_payer_told(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    held = _slow(migrated, gateway_timeout=10, test_gateway_hold=1)
+    try:
+        async with _client_of(held) as held_client:
+            paying = asyncio.create_task(pay(held_client, order["id"], headers))
+            while await count(services, LedgerEntry) == 0:  # noqa: ASYNC110 - polling the gateway's ledger
+                await asyncio.sleep(0.02)
+            cancelled = await client.delete(f"/api/v1/orders/{order['id']}", headers=headers)
+            answer = await paying
+    finally:
+        await held.close()
+    await services.jobs.run_due()
+
+    assert cancelled.status_code == 200
+    assert answer.status_code == 409 and "refunded" in answer.json()["detail"]
+    history = (await client.get(PAYMENTS, headers=headers)).json()["data"]
+    assert [(p["status"], p["refunded_amount"]) for p in history] == [("refunded", "40.00")]
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "unpaid") and await stock(services, pid) == (5, 0)
+    assert await money_problems(services) == []
+
+
+async def test_only_one_of_concurrent_payments_charges(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+
+    answers = await asyncio.gather(*(pay(client, order["id"], headers) for _ in range(6)))
+
+    assert sorted(a.status_code for a in answers).count(201) == 1
+    assert {a.status_code for a in answers} <= {201, 409}
+    assert await count(services, LedgerEntry) == 1 and await count(services, Payment) == 1
+    assert await money_problems(services) == []
+
+
+async def test_a_webhook_that_could_not_be_handled_is_not_marked_seen(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, _, _ = await placed(client, admin)
+    orphan = clock.new_id()
+    async with services.db.session(write=True) as session:
+        row = await session.get(Order, uuid.UUID(order["id"]))
+        assert row is not None
+        session.add(
+            Payment(
+                id=orphan,
+                order_id=row.id,
+                amount=row.total,
+                currency="USD",
+                status="pending",
+                gateway="stripe",
+                method_brand="visa",
+                method_last4="4242",
+            )
+        )  # a gateway this server is not configured for: handling fails
+    gateway = gateways.by_name(services, "test")
+    assert isinstance(gateway, TestGateway)
+    body, signed = _signed(gateway, {"id": "evt_9", "type": "charge.succeeded", "data": {"key": str(orphan)}})
+
+    first = await client.post(f"{PAYMENTS}/webhooks/test", content=body, headers=signed)
+    again = await client.post(f"{PAYMENTS}/webhooks/test", content=body, headers=signed)
+
+    assert first.status_code == again.status_code == 503  # the redelivery is handled again, not "duplicate"
+    assert await count(services, WebhookEvent) == 0
+
+
+async def test_a_free_order_is_paid_at_placement(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    coupon = {"code": "FREE100", "type": "percentage", "value": "100"}
+    assert (await client.post("/api/v1/coupons", json=coupon, headers=admin)).status_code == 201
+    pid = await product(client, admin, price="8.00", stock=3)
+    headers = bearer(await register(client))
+    await add(client, pid, 1, headers)
+    assert (
+        await client.post("/api/v1/cart/apply-coupon", json={"code": "FREE100"}, headers=headers)
+    ).status_code == 200
+
+    order = (await client.post("/api/v1/orders", json={"shipping_address": ADDRESS}, headers=headers)).json()
+
+    assert (order["total"], order["status"], order["payment_status"]) == ("0.00", "processing", "paid")
+    assert await stock(services, pid) == (2, 0)
+    assert (await pay(client, order["id"], headers)).status_code == 409
+    assert await count(services, Payment) == 0 and await money_problems(services) == []
+
+
+async def test_a_declined_order_keeps_its_reservation_until_it_expires(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    assert (await pay(client, order["id"], headers, payment_token="tok_chargeDeclined")).status_code == 402
+    assert await stock(services, pid) == (5, 2)
+
+    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
+    clock.set_clock(lambda: later)
+    try:
+        await services.jobs.run_due()
+    finally:
+        clock.set_clock(None)
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.cancel_reason, row.payment_status) == ("cancelled", "expired", "failed")
+    assert await stock(services, pid) == (5, 0)
+    assert (await pay(client, order["id"], headers)).status_code == 409  # an expired order takes no payment
+    assert await count(services, LedgerEntry, LedgerEntry.status == "succeeded") == 0

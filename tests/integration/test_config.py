@@ -17,10 +17,12 @@ SECRET = "s" * 40
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ``MERCATO_*`` variable from the outside, and no ``.env`` file except the ones a test writes."""
+    """No ``MERCATO_*`` variable from the outside (but the test payment gateway allowed in production, which the
+    gateway tests take back), and no ``.env`` file except the ones a test writes."""
     for key in list(os.environ):
         if key.startswith("MERCATO_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("MERCATO_ALLOW_TEST_GATEWAY", "true")  # checked by its own tests below
     monkeypatch.chdir(tmp_path)
 
 
@@ -83,6 +85,7 @@ def test_production_refuses_a_missing_secret(monkeypatch: pytest.MonkeyPatch, tm
 
 
 def test_production_names_every_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MERCATO_ALLOW_TEST_GATEWAY")
     monkeypatch.setenv("MERCATO_ENV", "production")
     monkeypatch.setenv("MERCATO_DEBUG", "true")
     monkeypatch.setenv("MERCATO_CORS_ORIGINS", "https://shop.example,*")
@@ -94,6 +97,23 @@ def test_production_names_every_problem(monkeypatch: pytest.MonkeyPatch) -> None
     assert "MERCATO_SECRET_KEY must be set" in message
     assert "MERCATO_DEBUG must be off" in message
     assert "MERCATO_CORS_ORIGINS='*' cannot be combined with credentials" in message
+    assert "MERCATO_PAYMENT_GATEWAY=test takes no real money" in message
+
+
+def test_production_refuses_stripe_without_its_keys_and_accepts_it_with_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MERCATO_ENV", "production")
+    monkeypatch.setenv("MERCATO_SECRET_KEY", "production-secret-0123456789abcdef-0123456789")
+    monkeypatch.setenv("MERCATO_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("MERCATO_PAYMENT_GATEWAY", "stripe")
+
+    with pytest.raises(UnsafeSettings, match="MERCATO_STRIPE_API_KEY and MERCATO_STRIPE_WEBHOOK_SECRET"):
+        Settings.load()
+
+    monkeypatch.setenv("MERCATO_STRIPE_API_KEY", "sk_live_example")
+    monkeypatch.setenv("MERCATO_STRIPE_WEBHOOK_SECRET", "whsec_example")
+    assert Settings.load().payment_gateway == "stripe"
 
 
 @pytest.mark.parametrize(

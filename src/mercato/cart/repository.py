@@ -10,6 +10,7 @@ import uuid
 from sqlalchemy import Select, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from mercato.cart.models import Cart, CartItem
 
@@ -31,6 +32,12 @@ async def cart_by_id(session: AsyncSession, cart_id: uuid.UUID, *, lock: bool = 
     return await _one(session, select(Cart).where(Cart.id == cart_id), lock)
 
 
+def loaded_cart(session: AsyncSession, cart_id: uuid.UUID) -> Cart | None:
+    """The cart ``cart_id`` if this session (one transaction) has already loaded it, without a query."""
+    cart = session.identity_map.get(identity_key(Cart, cart_id))
+    return cart if isinstance(cart, Cart) else None
+
+
 async def _one(session: AsyncSession, query: Select[Cart], lock: bool) -> Cart | None:
     if lock:
         query = query.with_for_update()
@@ -40,8 +47,13 @@ async def _one(session: AsyncSession, query: Select[Cart], lock: bool) -> Cart |
 
 
 async def add_cart(session: AsyncSession, cart: Cart) -> bool:
-    """Insert ``cart`` in a savepoint; False when a concurrent request created the same user's (or token's) cart
-    first (the unique constraint refused it; nothing else of the transaction is lost)."""
+    """Insert ``cart`` in a savepoint; False when a concurrent request created the same user's cart first (the
+    unique constraint refused it; nothing else of the transaction is lost). A guest cart's token is new (32 random
+    bytes), so no other request can hold it: it is inserted without the savepoint (two statements fewer)."""
+    if cart.user_id is None:
+        session.add(cart)
+        await session.flush()
+        return True
     try:
         async with session.begin_nested():
             session.add(cart)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -123,6 +123,9 @@ class CheckoutCart:
     cart_id: uuid.UUID
     coupon_code: str | None
     lines: list[tuple[uuid.UUID, uuid.UUID | None, int]]
+    #: the locked cart row itself: holding it keeps it in the session's (weak) identity map, so that
+    #: :func:`empty_cart` finds it there instead of reading it again
+    cart: Cart | None = field(default=None, repr=False, compare=False)
 
 
 EMPTY = CartView(
@@ -180,6 +183,7 @@ async def checkout_lines(session: AsyncSession, owner: CartOwner) -> CheckoutCar
         cart_id=cart.id,
         coupon_code=cart.coupon_code,
         lines=[(item.product_id, item.variant_id, item.quantity) for item in items],
+        cart=cart,
     )
 
 
@@ -276,8 +280,9 @@ async def clear_cart(session: AsyncSession, owner: CartOwner) -> bool:
 
 async def empty_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Remove all lines and the coupon of cart ``cart_id`` (after an order is placed from it). Nothing happens
-    when the cart does not exist."""
-    cart = await repository.cart_by_id(session, cart_id, lock=True)
+    when the cart does not exist. A cart this transaction already loaded (and locked: order placement reads it
+    with :func:`checkout_lines`) is not read again."""
+    cart = repository.loaded_cart(session, cart_id) or await repository.cart_by_id(session, cart_id, lock=True)
     if cart is None:
         return
     await repository.clear_items(session, cart.id)

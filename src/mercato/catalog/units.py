@@ -1,7 +1,7 @@
 """Sellable units for the cart and the order: what a ``(product_id, variant_id)`` pair costs now, what it is
 called, and how many are available (API.md "Catalog": a product with variants is sold by variant).
 
-Three queries whatever the number of units (products, variants, stock levels).
+One query whatever the number of units (products joined with their variants and stock rows).
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.catalog.models import Product, ProductStatus, ProductVariant
 from mercato.errors import NotFound, ValidationFailed
 from mercato.inventory import service as inventory
+from mercato.inventory.models import InventoryItem
 
 UnitKey = tuple[uuid.UUID, uuid.UUID | None]
 
@@ -36,52 +38,73 @@ class Unit:
     vendor_id: uuid.UUID | None
 
 
+#: The columns of :func:`sellable_units`' query, by position: 0–5 the product, 6–9 the variant (None for a product
+#: without variants), 10–12 the unit's stock row (None without one).
+_COLUMNS = (
+    Product.id, Product.name, Product.sku, Product.price, Product.weight_grams, Product.vendor_id,
+    ProductVariant.id, ProductVariant.name, ProductVariant.sku, ProductVariant.price_modifier,
+    InventoryItem.on_hand, InventoryItem.reserved, InventoryItem.reorder_point,
+)  # fmt: skip
+
+
 async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict[UnitKey, Unit]:
     """The units among ``keys`` that can be sold now: the product is active and not deleted, the variant (when
-    given) belongs to it, and a product with variants is only sold by variant. Other keys are left out."""
+    given) belongs to it, and a product with variants is only sold by variant. Other keys are left out.
+
+    One query: the wanted products (columns only, no ORM objects) with their variants and each unit's stock row
+    joined (a product's own stock row has no variant, a variant's names the variant)."""
     wanted = set(keys)
     product_ids = {product_id for product_id, _ in wanted}
     if not product_ids:
         return {}
-    products = {
-        product.id: product
-        for product in (
-            await session.execute(
-                select(Product).where(
-                    Product.id.in_(product_ids),
-                    Product.status == ProductStatus.active,
-                    Product.deleted_at.is_(None),
-                )
-            )
-        ).scalars()
-    }
-    variants: dict[uuid.UUID, list[ProductVariant]] = {}
-    if products:
-        rows = await session.execute(select(ProductVariant).where(ProductVariant.product_id.in_(list(products))))
-        for variant in rows.scalars():
-            variants.setdefault(variant.product_id, []).append(variant)
-    levels = await inventory.levels(session, products)
+    query = (
+        select(*_COLUMNS)
+        .select_from(Product)
+        .outerjoin(ProductVariant, ProductVariant.product_id == Product.id)
+        .outerjoin(
+            InventoryItem,
+            and_(
+                InventoryItem.product_id == Product.id,
+                InventoryItem.variant_id.is_not_distinct_from(ProductVariant.id),
+            ),
+        )
+        .where(
+            Product.id.in_(product_ids),
+            Product.status == ProductStatus.active,
+            Product.deleted_at.is_(None),
+        )
+    )
+    products: dict[uuid.UUID, tuple[Any, ...]] = {}
+    variants: dict[uuid.UUID, dict[uuid.UUID, tuple[Any, ...]]] = {}
+    for row in await session.execute(query):
+        products[row[0]] = row
+        if row[6] is not None:
+            variants.setdefault(row[0], {})[row[6]] = row
     units: dict[UnitKey, Unit] = {}
     for product_id, variant_id in wanted:
         product = products.get(product_id)
         if product is None:
             continue
-        own_variants = {variant.id: variant for variant in variants.get(product_id, [])}
-        level = levels.get((product_id, variant_id))
-        available = level.available if level else 0
+        _, name, sku, price, weight_grams, vendor_id = product[:6]
+        own_variants = variants.get(product_id, {})
         if variant_id is None:
             if own_variants:
                 continue
             units[(product_id, None)] = Unit(
-                product_id, None, product.name, product.sku, product.price, available, product.weight_grams,
-                product.vendor_id,
-            )  # fmt: skip
+                product_id, None, name, sku, price, _available(product), weight_grams, vendor_id
+            )
         elif (chosen := own_variants.get(variant_id)) is not None:
             units[(product_id, variant_id)] = Unit(
-                product_id, variant_id, f"{product.name} – {chosen.name}", chosen.sku,
-                product.price + chosen.price_modifier, available, product.weight_grams, product.vendor_id,
+                product_id, variant_id, f"{name} – {chosen[7]}", chosen[8], price + chosen[9], _available(chosen),
+                weight_grams, vendor_id,
             )  # fmt: skip
     return units
+
+
+def _available(row: tuple[Any, ...]) -> int:
+    """Available units of a joined row (0 without a stock row), as :class:`inventory.Level` counts them."""
+    on_hand, reserved, reorder_point = row[10:13]
+    return inventory.Level(on_hand, reserved, reorder_point).available if on_hand is not None else 0
 
 
 async def require_units(

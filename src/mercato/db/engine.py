@@ -2,7 +2,10 @@
 
 SQLite is configured for durability and one writer at a time (ADR 0004): WAL, ``synchronous=FULL``,
 ``foreign_keys=ON``, ``busy_timeout=10000`` ms, and write transactions opened with ``BEGIN IMMEDIATE`` so two
-writers never deadlock on a lock upgrade. Read sessions start a plain deferred ``BEGIN``.
+writers never deadlock on a lock upgrade. Read sessions start a plain deferred ``BEGIN``. A writer that waits
+longer than the busy timeout fails with "database is locked", which the API answers with 503 and
+``Retry-After`` (``web/problems.py``). Statements run with one hand-off to aiosqlite's thread each
+(``db/sqlite_cursor.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from mercato.db.sqlite_cursor import one_hop
+
 AfterCommit = Callable[[], Awaitable[None]]
 _WRITE = "mercato_write"
 
@@ -26,23 +31,25 @@ class Database:
     Args:
         url: SQLAlchemy URL, ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://...``.
         pool_size: connections kept open (PostgreSQL).
+        busy_timeout_ms: how long a SQLite statement waits for another writer's lock before it fails with
+            "database is locked" (answered 503, see ``web/problems.py``).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["poolclass"] = AsyncAdaptedQueuePool
             kwargs["pool_size"] = pool_size
-            kwargs["connect_args"] = {"timeout": 10}
+            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, busy_timeout_ms)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self.write_sessionmaker = async_sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False, autoflush=True
@@ -81,18 +88,19 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        one_hop(dbapi_connection)  # one hand-off to aiosqlite's thread per statement (see db/sqlite_cursor.py)
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=FULL",
             "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=10000",
+            f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
         ):
             cursor.execute(pragma)
         cursor.close()

@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.inventory import service as inventory
-from mercato.orders import repository, service
+from mercato.orders import events, repository
 from mercato.orders.errors import InvalidTransition, OrderNotFound
 from mercato.orders.models import Order, OrderStatus, PaymentStatus
 from mercato.platform.email import queue_email
@@ -19,7 +19,8 @@ from mercato.platform.email import queue_email
 PAYABLE = (PaymentStatus.unpaid, PaymentStatus.failed)
 #: Payment states in which captured money is (partly) still with the store.
 REFUNDABLE = (PaymentStatus.paid, PaymentStatus.partially_refunded)
-REFUND_CANCELLED_JOB = service.REFUND_CANCELLED_JOB
+#: Job a cancelled paid order enqueues; the payments domain's handler refunds what its payment still holds.
+REFUND_CANCELLED_JOB = "payments.refund_cancelled_order"
 
 
 async def locked_order(session: AsyncSession, order_id: uuid.UUID) -> Order:
@@ -49,10 +50,16 @@ def check_payable(order: Order) -> None:
 
 
 async def mark_paid(
-    session: AsyncSession, order: Order, *, payment_id: uuid.UUID, amount: Decimal, actor_id: uuid.UUID | None
+    session: AsyncSession,
+    order: Order,
+    *,
+    payment_id: uuid.UUID | None,
+    amount: Decimal,
+    actor_id: uuid.UUID | None,
 ) -> None:
     """The order's total was captured: ``payment_status`` → ``paid``; a pending order moves to ``processing``
     and its reserved stock is committed (on hand and reserved both drop); the reservation no longer expires.
+    ``payment_id`` is None for an order with nothing to pay (total 0.00, e.g. a 100 % coupon).
 
     Raises:
         InvalidTransition: the order cannot take a payment (see :func:`check_payable`).
@@ -66,10 +73,10 @@ async def mark_paid(
     data = {
         "payment_status": PaymentStatus.paid.value,
         "reservation_expires_at": None,
-        "payment_id": str(payment_id),
+        "payment_id": str(payment_id) if payment_id is not None else None,
         "amount": f"{amount:.2f}",
     }
-    await service.record(session, order, "order.paid", data, actor_id)
+    await events.record(session, order, "order.paid", data, actor_id)
 
 
 async def mark_payment_failed(
@@ -79,7 +86,7 @@ async def mark_payment_failed(
     ``pending`` and keeps its reservation until the TTL (the saga's compensation is the expiry job)."""
     order.payment_status = PaymentStatus.failed
     data = {"payment_status": PaymentStatus.failed.value, "payment_id": str(payment_id), "failure_reason": reason}
-    await service.record(session, order, "order.payment_failed", data, actor_id)
+    await events.record(session, order, "order.payment_failed", data, actor_id)
 
 
 async def mark_refunded(
@@ -106,7 +113,7 @@ async def mark_refunded(
         "amount": f"{amount:.2f}",
         "restock": restock,
     }
-    await service.record(session, order, "order.refunded", data, actor_id)
+    await events.record(session, order, "order.refunded", data, actor_id)
     if order.customer_email:
         queue_email(
             session,
@@ -117,3 +124,8 @@ async def mark_refunded(
                 "paid with. Depending on your bank it shows on your statement within 5-10 business days.\n"
             ),
         )
+
+
+async def positions(session: AsyncSession) -> list[tuple[uuid.UUID, str, Decimal, str]]:
+    """``(id, number, total, payment_status)`` of every order, for the money check (``mercato check``)."""
+    return await repository.money_positions(session)

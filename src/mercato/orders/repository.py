@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, case, func, or_, select, text
@@ -42,8 +43,8 @@ async def next_seq(session: AsyncSession) -> int:
 async def order(session: AsyncSession, order_id: uuid.UUID, *, lock: bool = False) -> Order | None:
     """The order with its items; ``lock`` takes its row lock (``FOR UPDATE`` on PostgreSQL) for a change."""
     query = select(Order).where(Order.id == order_id).options(selectinload(Order.items))
-    if lock:
-        query = query.with_for_update(of=Order)
+    if lock:  # and refresh what an earlier read of this session put in the identity map
+        query = query.with_for_update(of=Order).execution_options(populate_existing=True)
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -108,3 +109,9 @@ async def last_event_seq(session: AsyncSession, order_id: uuid.UUID) -> int:
     """The ``seq`` of the order's newest event (0 when it has none)."""
     query = select(func.coalesce(func.max(OrderEvent.seq), 0)).where(OrderEvent.order_id == order_id)
     return int(await session.scalar(query) or 0)
+
+
+async def money_positions(session: AsyncSession) -> list[tuple[uuid.UUID, str, Decimal, str]]:
+    """``(id, number, total, payment_status)`` of every order."""
+    rows = await session.execute(select(Order.id, Order.number, Order.total, Order.payment_status))
+    return [tuple(row) for row in rows]  # type: ignore[misc]

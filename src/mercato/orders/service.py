@@ -26,7 +26,7 @@ from mercato.identity import users_service
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.inventory import service as inventory
-from mercato.orders import repository, rules
+from mercato.orders import events, money, repository, rules
 from mercato.orders.errors import InvalidTransition, OrderNotFound
 from mercato.orders.models import Channel, Order, OrderEvent, OrderItem, OrderStatus, PaymentStatus, Priority
 from mercato.orders.schemas import ChannelOrderCreate, OrderCreate, OrderRead
@@ -37,8 +37,7 @@ from mercato.promotions import service as promotions
 from mercato.shipping import service as shipping
 
 EXPIRE_JOB = "orders.expire"
-#: Job a cancelled paid order enqueues; the payments domain's handler refunds what its payment still holds.
-REFUND_CANCELLED_JOB = "payments.refund_cancelled_order"
+
 STAFF = (Role.sales,)
 Units = list[tuple[uuid.UUID, uuid.UUID | None, int]]
 
@@ -254,7 +253,10 @@ async def _open_order(
     session.add(order)
     await session.flush()
     await inventory.reserve(session, units, reference=number, actor_id=actor_id)
-    _append(session, order, "order.placed", OrderRead.model_validate(order).model_dump(mode="json"), actor_id, 1, now)
+    placed = OrderRead.model_validate(order).model_dump(mode="json")
+    events.append(session, order, "order.placed", placed, actor_id, 1, now)
+    if order.total == 0:  # nothing to pay (a 100 % coupon): paid at once, stock committed
+        await money.mark_paid(session, order, payment_id=None, amount=order.total, actor_id=actor_id)
     if order.reservation_expires_at is not None:
         jobs.enqueue(session, EXPIRE_JOB, {"order_id": str(order.id)}, run_at=order.reservation_expires_at)
     if customer.email:
@@ -377,7 +379,7 @@ async def update_notes(
         raise InvalidTransition(f"Order {order.number} is {order.status}; notes can change only while pending.")
     if notes != order.notes:
         order.notes = notes
-        await record(session, order, "order.updated", {"notes": notes}, _actor(principal))
+        await events.record(session, order, "order.updated", {"notes": notes}, _actor(principal))
     return order
 
 
@@ -417,14 +419,14 @@ async def _cancel(
         await promotions.release(session, order_id=order.id, now=clock.now())
     if order.payment_status in (PaymentStatus.paid, PaymentStatus.partially_refunded):
         # API.md: cancelling a paid order refunds it; the gateway call happens after commit, in the job
-        jobs.enqueue(session, REFUND_CANCELLED_JOB, {"order_id": str(order.id)})
+        jobs.enqueue(session, money.REFUND_CANCELLED_JOB, {"order_id": str(order.id)})
     order.status = OrderStatus.cancelled
     order.cancel_reason = reason
     order.reservation_expires_at = None
     data: dict[str, Any] = {"cancel_reason": reason, "reservation_expires_at": None}
     if note is not None:
         data["note"] = note
-    await record(session, order, "order.cancelled", data, actor_id)
+    await events.record(session, order, "order.cancelled", data, actor_id)
 
 
 async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:
@@ -444,42 +446,6 @@ async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:
         return False
     await _cancel(session, order, reason="expired", actor_id=None)
     return True
-
-
-async def record(
-    session: AsyncSession, order: Order, event_type: str, data: dict[str, Any], actor_id: uuid.UUID | None
-) -> OrderEvent:
-    """Append an event for a change already applied to ``order`` (its status after the change is recorded);
-    bumps ``updated_at``. ``data`` holds the changed fields, JSON-safe. The caller holds the order's row lock."""
-    now = clock.now()
-    order.updated_at = now
-    seq = await repository.last_event_seq(session, order.id) + 1
-    event = _append(session, order, event_type, data, actor_id, seq, now)
-    await session.flush()
-    return event
-
-
-def _append(
-    session: AsyncSession,
-    order: Order,
-    event_type: str,
-    data: dict[str, Any],
-    actor_id: uuid.UUID | None,
-    seq: int,
-    at: datetime,
-) -> OrderEvent:
-    event = OrderEvent(
-        id=clock.new_id(),
-        order_id=order.id,
-        seq=seq,
-        type=event_type,
-        status=order.status,
-        data=data,
-        actor_id=actor_id,
-        created_at=at,
-    )
-    session.add(event)
-    return event
 
 
 def _actor(principal: Principal | None) -> uuid.UUID | None:

@@ -20,7 +20,7 @@ from mercato.identity import users_service
 from mercato.identity.principal import Principal
 from mercato.identity.schemas import AddressCreate
 from mercato.inventory import service as inventory
-from mercato.orders import repository, rules, service
+from mercato.orders import events, repository, rules, service
 from mercato.orders.errors import InvalidTransition
 from mercato.orders.models import Order, OrderStatus
 from mercato.orders.schemas import OrderStatusChange, OrderTrackingRead, TrackingEventRead
@@ -54,7 +54,7 @@ async def confirm(
     )
     order.status = OrderStatus.processing
     order.reservation_expires_at = None
-    await service.record(
+    await events.record(
         session, order, "order.confirmed", _data({"reservation_expires_at": None}, note), principal.user_id
     )
     _notify(session, order, "is confirmed", "We are preparing your order.", note)
@@ -83,7 +83,7 @@ async def ship(
     order.carrier = carrier or _method_carrier(order)
     order.tracking_number = tracking_number
     changed = {"carrier": order.carrier, "tracking_number": order.tracking_number}
-    await service.record(session, order, "order.shipped", _data(changed, note), principal.user_id)
+    await events.record(session, order, "order.shipped", _data(changed, note), principal.user_id)
     details = [
         f"Carrier: {order.carrier or 'to be announced'}",
         f"Tracking number: {order.tracking_number or 'to be announced'}",
@@ -106,7 +106,7 @@ async def deliver(
     order = await _locked(session, principal, order_id)
     _check(order, OrderStatus.delivered)
     order.status = OrderStatus.delivered
-    await service.record(session, order, "order.delivered", _data({}, note), principal.user_id)
+    await events.record(session, order, "order.delivered", _data({}, note), principal.user_id)
     _notify(session, order, "has been delivered", "Your order has been delivered. Enjoy!", note)
     return order
 
@@ -124,7 +124,7 @@ async def mark_returned(
     order = await _locked(session, principal, order_id)
     _check(order, OrderStatus.returned)
     order.status = OrderStatus.returned
-    await service.record(session, order, "order.returned", _data({}, note), principal.user_id)
+    await events.record(session, order, "order.returned", _data({}, note), principal.user_id)
     _notify(session, order, "has been returned", "We have received your return.", note)
     return order
 
@@ -236,7 +236,7 @@ async def change_shipping_address(
     if checked != order.shipping_address:
         order.shipping_address = checked
         actor = principal.user_id if principal is not None else None
-        await service.record(session, order, "order.updated", {"shipping_address": checked}, actor)
+        await events.record(session, order, "order.updated", {"shipping_address": checked}, actor)
     return order
 
 

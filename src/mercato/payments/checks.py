@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.checks import register
-from mercato.orders.models import Order, PaymentStatus
+from mercato.orders import money
+from mercato.orders.models import PaymentStatus
 from mercato.payments.models import Payment, PaymentState, Refund, RefundState
 
 ZERO = Decimal("0.00")
@@ -39,8 +40,7 @@ async def money_reconciles(session: AsyncSession) -> list[str]:
                 f"payment {payment.id}: refunded_amount {payment.refunded_amount} but refunds add up to "
                 f"{refunded_by_payment[payment.id]}"
             )
-    orders = await session.execute(select(Order.id, Order.number, Order.total, Order.payment_status))
-    for order_id, number, total, status in orders:
+    for order_id, number, total, status in await money.positions(session):
         held = captured[order_id] - refunded[order_id]
         expected_ok = {
             PaymentStatus.paid: held == total,

@@ -69,6 +69,11 @@ class Payment(TimestampMixin, Base):
     method_last4: Mapped[str | None] = mapped_column(String(4))
     payment_method_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("payment_methods.id", ondelete="SET NULL"))
     failure_reason: Mapped[str | None] = mapped_column(String(100))
+    #: True for the attempt that paid the order (a surplus charge — one that landed after the order was paid
+    #: another way, or cancelled — is refunded and never ``applied``).
+    applied: Mapped[bool] = mapped_column(default=False)
+    #: SHA-256 of the client's ``Idempotency-Key`` and its scope: a retry finds this attempt instead of charging anew.
+    request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class Refund(Base):
@@ -88,6 +93,8 @@ class Refund(Base):
     gateway_reference: Mapped[str | None] = mapped_column(String(100))
     failure_reason: Mapped[str | None] = mapped_column(String(100))
     actor_id: Mapped[uuid.UUID | None]
+    #: SHA-256 of the client's ``Idempotency-Key`` and its scope: a retry finishes this refund, never a second one.
+    request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 

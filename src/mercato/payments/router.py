@@ -83,7 +83,7 @@ async def create_payment(
     services = _services(request)
 
     async def run() -> PaymentRead:
-        payment = await service.pay(services, principal, body, order_token=order_token)
+        payment = await service.pay(services, principal, body, order_token=order_token, request_key=idem.reference)
         return PaymentRead.model_validate(payment)
 
     return await idem.run_steps(run, status_code=status.HTTP_201_CREATED, model=PaymentRead)
@@ -110,14 +110,18 @@ async def list_payments(
 
 @router.get(
     "/methods",
-    response_model=list[MethodRead],
+    response_model=Page[MethodRead],
     summary="Your saved cards",
     description="Brand, last four digits and expiry of each saved card, default first.",
-    responses=problems(Unauthorized),
+    responses=problems(Unauthorized, Forbidden),
 )
-async def list_methods(session: ReadSessionDep, principal: CurrentUser) -> list[MethodRead]:
-    assert principal.user_id is not None
-    return [MethodRead.model_validate(m) for m in await service.list_methods(session, principal.user_id)]
+async def list_methods(
+    request: Request, response: Response, session: ReadSessionDep, principal: CurrentUser, paging: PageDep
+) -> Page[MethodRead]:
+    if principal.user_id is None:
+        raise Forbidden("Saved cards belong to a customer account.")
+    paged = await service.list_methods(session, principal.user_id, page=paging.page, limit=paging.limit)
+    return page_of(MethodRead, request, response, paged)
 
 
 @router.post(
@@ -204,7 +208,9 @@ async def refund_payment(
     services = _services(request)
 
     async def run() -> RefundRead:
-        refund = await service.refund_payment(services, principal, payment_id, body.amount, body.reason)
+        refund = await service.refund_payment(
+            services, principal, payment_id, body.amount, body.reason, request_key=idem.reference
+        )
         return RefundRead.model_validate(refund)
 
     return await idem.run_steps(run, status_code=status.HTTP_201_CREATED, model=RefundRead)
@@ -228,6 +234,7 @@ async def refund_order(
     services = _services(request)
 
     async def run() -> RefundRead:
-        return RefundRead.model_validate(await service.refund_order(services, principal, order_id, body))
+        refund = await service.refund_order(services, principal, order_id, body, request_key=idem.reference)
+        return RefundRead.model_validate(refund)
 
     return await idem.run_steps(run, status_code=status.HTTP_201_CREATED, model=RefundRead)

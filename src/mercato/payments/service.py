@@ -33,6 +33,7 @@ from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.orders import money
 from mercato.orders import service as orders
+from mercato.orders.errors import InvalidTransition
 from mercato.orders.models import Order, OrderStatus
 from mercato.payments import gateways, repository, vault
 from mercato.payments.errors import (
@@ -51,9 +52,12 @@ from mercato.platform.context import Services
 
 log = structlog.get_logger("mercato.payments")
 RECONCILE_JOB = "payments.reconcile"
+#: ``failure_reason`` of an attempt the gateway did not answer in time (the charge may still land).
+TIMEOUT = "gateway_timeout"
 T = TypeVar("T")
-#: Orders whose stock was committed (a refund may put it back on hand).
-SOLD = (OrderStatus.processing, OrderStatus.shipped, OrderStatus.delivered, OrderStatus.returned)
+#: Orders whose units left the warehouse, so a refund may put them back on hand (a processing order's units go
+#: back by cancelling it, never by a refund: one way back, so stock is never returned twice).
+RESTOCKABLE = (OrderStatus.shipped, OrderStatus.delivered, OrderStatus.returned)
 
 
 def is_admin(principal: Principal | None) -> bool:
@@ -78,16 +82,26 @@ def _reconcile_at(services: Services) -> timedelta:
 
 
 async def pay(
-    services: Services, principal: Principal | None, body: PaymentCreate, *, order_token: str | None
+    services: Services,
+    principal: Principal | None,
+    body: PaymentCreate,
+    *,
+    order_token: str | None,
+    request_key: str | None = None,
 ) -> Payment:
     """Charge the order's total (API.md ``POST /payments``) in the three steps of the module docstring.
+
+    ``request_key`` (:attr:`~mercato.web.idempotency.Idempotency.reference` of the client's ``Idempotency-Key``)
+    ties the attempt to the request: a retry after a timeout asks the gateway again *with the same gateway key*
+    (so a charge that landed late is found, never repeated), a retry after success returns the same payment.
 
     Returns:
         The completed payment; the order is ``processing`` and ``paid``, its stock committed.
 
     Raises:
         OrderNotFound: not the caller's order (guests: wrong or missing ``X-Order-Token``).
-        InvalidTransition: the order is already paid, cancelled or otherwise not payable (409).
+        InvalidTransition: the order is already paid, cancelled or otherwise not payable (409); also when it was
+            cancelled while the gateway charged (the charge is then refunded in full).
         PaymentInProgress: another payment of this order is running (409).
         PaymentMethodNotFound: ``payment_method_id`` is not one of the caller's saved methods.
         UnknownToken: the gateway does not know ``payment_token`` (422).
@@ -99,25 +113,40 @@ async def pay(
     user_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
         order = await orders.get_order(session, principal, body.order_id, order_token=order_token, lock=True)
+        earlier = await repository.payment_for_request(session, request_key) if request_key else None
+        if earlier is not None and earlier.status != PaymentState.failed:
+            if earlier.status == PaymentState.pending:
+                raise PaymentInProgress(f"This payment of order {order.number} is still being processed.")
+            if not earlier.applied:
+                raise _cancelled_while_paying(order)
+            return earlier  # completed (or refunded since): the request's answer
+        if earlier is not None and earlier.failure_reason != TIMEOUT:
+            raise _declined(earlier)
         money.check_payable(order)
         running = await repository.pending_payment(session, order.id)
         if running is not None:
             raise PaymentInProgress(f"A payment of order {order.number} is already being processed.")
         if card is None:
             card = await _saved_card(session, services, user_id, body.payment_method_id)
-        payment = Payment(
-            id=clock.new_id(),
-            order_id=order.id,
-            user_id=order.user_id,
-            amount=order.total,
-            currency=order.currency,
-            status=PaymentState.pending,
-            gateway=gateway.name,
-            method_brand=card.brand,
-            method_last4=card.last4,
-            payment_method_id=body.payment_method_id,
-        )
-        session.add(payment)
+        if earlier is not None:  # retry a timed-out attempt under its own gateway key
+            payment = earlier
+            payment.status = PaymentState.pending
+            payment.failure_reason = None
+        else:
+            payment = Payment(
+                id=clock.new_id(),
+                order_id=order.id,
+                user_id=order.user_id,
+                amount=order.total,
+                currency=order.currency,
+                status=PaymentState.pending,
+                gateway=gateway.name,
+                method_brand=card.brand,
+                method_last4=card.last4,
+                payment_method_id=body.payment_method_id,
+                request_key=request_key,
+            )
+            session.add(payment)
         jobs.enqueue(
             session, RECONCILE_JOB, {"payment_id": str(payment.id)}, run_at=clock.now() + _reconcile_at(services)
         )
@@ -135,12 +164,22 @@ async def pay(
         raise
     payment = await _settle_payment(services, payment.id, outcome, actor_id=user_id)
     if payment.status == PaymentState.failed:
-        raise PaymentDeclined(
-            f"The card was declined ({payment.failure_reason}).",
-            reason=payment.failure_reason,
-            payment_id=str(payment.id),
-        )
+        raise _declined(payment)
+    if not payment.applied:
+        raise _cancelled_while_paying(order)
     return payment
+
+
+def _cancelled_while_paying(order: Order) -> InvalidTransition:
+    return InvalidTransition(
+        f"Order {order.number} was cancelled while the card was charged; the charge is refunded in full."
+    )
+
+
+def _declined(payment: Payment) -> PaymentDeclined:
+    return PaymentDeclined(
+        f"The card was declined ({payment.failure_reason}).", reason=payment.failure_reason, payment_id=str(payment.id)
+    )
 
 
 async def _saved_card(
@@ -153,6 +192,17 @@ async def _saved_card(
     return Card(saved.brand, saved.last4, saved.exp_month, saved.exp_year, token)
 
 
+async def _lock(session: AsyncSession, payment_id: uuid.UUID) -> tuple[Payment, Order]:
+    """The payment and its order, both row-locked — the order first, as every path that locks both does
+    (ARCHITECTURE.md: row locks in a consistent order, so concurrent settlements never deadlock)."""
+    found = await repository.payment(session, payment_id)
+    assert found is not None
+    order = await money.locked_order(session, found.order_id)
+    payment = await repository.payment(session, payment_id, lock=True)
+    assert payment is not None
+    return payment, order
+
+
 async def _settle_payment(
     services: Services, payment_id: uuid.UUID, outcome: Outcome | None, *, actor_id: uuid.UUID | None
 ) -> Payment:
@@ -160,22 +210,24 @@ async def _settle_payment(
     answer (timeout, or the gateway never took the charge): the attempt fails with ``gateway_timeout``; the
     reconcile job still asks the gateway later, in case the charge went through after all."""
     async with services.db.session(write=True) as session:
-        payment = await repository.payment(session, payment_id, lock=True)
-        assert payment is not None
-        order = await money.locked_order(session, payment.order_id)
+        payment, order = await _lock(session, payment_id)
         if payment.status != PaymentState.pending:
             return payment  # settled already (a concurrent reconcile or webhook)
         if outcome is None or outcome.status == "failed":
             payment.status = PaymentState.failed
-            payment.failure_reason = outcome.failure_reason if outcome is not None else "gateway_timeout"
+            payment.failure_reason = outcome.failure_reason if outcome is not None else TIMEOUT
             payment.gateway_reference = outcome.reference if outcome is not None else None
-            if outcome is not None:
+            if outcome is not None and _payable(order):  # a decline never touches an order paid meanwhile
                 await money.mark_payment_failed(
                     session, order, payment_id=payment.id, reason=payment.failure_reason, actor_id=actor_id
                 )
             return payment
         await _apply_success(session, payment, order, outcome, actor_id=actor_id)
         return payment
+
+
+def _payable(order: Order) -> bool:
+    return order.status in (OrderStatus.pending, OrderStatus.processing) and order.payment_status in money.PAYABLE
 
 
 async def _apply_success(
@@ -185,7 +237,8 @@ async def _apply_success(
     payment.status = PaymentState.completed
     payment.gateway_reference = outcome.reference
     payment.failure_reason = None
-    if order.status in (OrderStatus.pending, OrderStatus.processing) and order.payment_status in money.PAYABLE:
+    if _payable(order):
+        payment.applied = True
         await money.mark_paid(session, order, payment_id=payment.id, amount=payment.amount, actor_id=actor_id)
     else:  # cancelled, or paid by another attempt, while the gateway charged: give the money back
         _refund_later(session, payment, reason="order no longer payable when the charge completed")
@@ -200,15 +253,21 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
 
     Returns:
         What was done: ``settled``, ``late-charge`` or ``nothing``.
+
+    Raises:
+        GatewayUnavailable: the gateway did not answer, or cannot tell yet (its lookup lags behind its writes,
+            e.g. Stripe's search): the job runs again later.
     """
     async with services.db.session(write=False) as session:
         payment = await repository.payment(session, payment_id)
     if payment is None or payment.status not in (PaymentState.pending, PaymentState.failed):
         return "nothing"
-    if payment.status == PaymentState.failed and payment.failure_reason != "gateway_timeout":
+    if payment.status == PaymentState.failed and payment.failure_reason != TIMEOUT:
         return "nothing"
     gateway = gateways.by_name(services, payment.gateway)
     outcome = await _call(services, gateway.find_charge(str(payment.id)))
+    if outcome is None and (clock.now() - payment.updated_at).total_seconds() < gateway.lookup_lag:
+        raise GatewayUnavailable(f"The gateway cannot tell yet whether attempt {payment.id} was charged.")
     if payment.status == PaymentState.pending:
         await _settle_payment(services, payment.id, outcome, actor_id=None)
         log.info("payment reconciled", payment_id=str(payment.id), found=outcome is not None)
@@ -216,13 +275,11 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
     if outcome is None or outcome.status != "succeeded":
         return "nothing"
     async with services.db.session(write=True) as session:  # a late success of an attempt we gave up on
-        late = await repository.payment(session, payment.id, lock=True)
-        assert late is not None
-        order = await money.locked_order(session, late.order_id)
+        late, order = await _lock(session, payment.id)
         if late.status != PaymentState.failed:
             return "nothing"
         await _apply_success(session, late, order, outcome, actor_id=None)
-    log.warning("late charge recorded", payment_id=str(payment.id), order_paid=order.payment_status == "paid")
+    log.warning("late charge recorded", payment_id=str(payment.id), order_paid=late.applied)
     return "late-charge"
 
 
@@ -245,8 +302,11 @@ def _refund_later(session: AsyncSession, payment: Payment, *, reason: str) -> No
 # --- refunds --------------------------------------------------------------------------------------------------
 
 
-async def refund_order(services: Services, principal: Principal, order_id: uuid.UUID, body: RefundCreate) -> Refund:
-    """Refund (part of) what the order's payment captured (API.md ``POST /orders/{id}/refund``, admins).
+async def refund_order(
+    services: Services, principal: Principal, order_id: uuid.UUID, body: RefundCreate, *, request_key: str | None = None
+) -> Refund:
+    """Refund (part of) what the order's payment captured (API.md ``POST /orders/{id}/refund``, admins). A retry
+    with the same ``request_key`` (the client's ``Idempotency-Key``) finishes the first refund, never a second.
 
     Raises:
         OrderNotFound: no such order.
@@ -255,16 +315,22 @@ async def refund_order(services: Services, principal: Principal, order_id: uuid.
         RefundFailed: the gateway refused the refund (409); GatewayUnavailable: no answer (503, the refund stays
             pending and the reconcile job completes it).
     """
-    return await _refund(services, principal, order_id=order_id, payment_id=None, body=body)
+    return await _refund(services, principal, order_id=order_id, payment_id=None, body=body, request_key=request_key)
 
 
 async def refund_payment(
-    services: Services, principal: Principal, payment_id: uuid.UUID, amount: Decimal | None, reason: str
+    services: Services,
+    principal: Principal,
+    payment_id: uuid.UUID,
+    amount: Decimal | None,
+    reason: str,
+    *,
+    request_key: str | None = None,
 ) -> Refund:
     """Refund (part of) one payment (API.md ``POST /payments/{id}/refund``); raises as :func:`refund_order`
     plus :class:`PaymentNotFound`."""
     body = RefundCreate(amount=amount, reason=reason, restock=False)
-    return await _refund(services, principal, order_id=None, payment_id=payment_id, body=body)
+    return await _refund(services, principal, order_id=None, payment_id=payment_id, body=body, request_key=request_key)
 
 
 async def _refund(
@@ -274,6 +340,7 @@ async def _refund(
     order_id: uuid.UUID | None,
     payment_id: uuid.UUID | None,
     body: RefundCreate,
+    request_key: str | None,
 ) -> Refund:
     actor_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
@@ -284,39 +351,56 @@ async def _refund(
             order_id = found.order_id
         assert order_id is not None
         order = await orders.get_order(session, principal, order_id, lock=True)
-        payment = await repository.payment(session, payment_id, lock=True) if payment_id else None
-        if payment is None:
-            payment = await repository.captured_payment(session, order.id)
-        if payment is None or payment.status not in (PaymentState.completed, PaymentState.partially_refunded):
-            raise RefundNotAllowed(f"Order {order.number} has no captured payment to refund.", field="amount")
-        left = payment.amount - payment.refunded_amount - await repository.pending_refund_total(session, payment.id)
-        amount = body.amount if body.amount is not None else left
-        if amount <= 0 or amount > left:
-            raise RefundNotAllowed(f"At most {left:.2f} {payment.currency} can be refunded.", field="amount")
-        if body.restock and (order.status not in SOLD or await repository.restocked(session, order.id)):
-            raise RefundNotAllowed(
-                f"Order {order.number} has no sold units to restock ({order.status}, or restocked already).",
-                field="restock",
-            )
-        refund = Refund(
-            id=clock.new_id(),
-            order_id=order.id,
-            payment_id=payment.id,
-            amount=amount,
-            currency=payment.currency,
-            reason=body.reason,
-            restock=body.restock,
-            status=RefundState.pending,
-            actor_id=actor_id,
-        )
-        session.add(refund)
-        jobs.enqueue(
-            session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services)
-        )
-    refund = await _carry_out(services, refund.id)
+        earlier = await repository.refund_for_request(session, request_key) if request_key else None
+        if earlier is not None:  # a retry of this request: finish that refund, never start a second one
+            refund_id = earlier.id
+        else:
+            refund_id = await _record_refund(session, services, order, payment_id, body, actor_id, request_key)
+    refund = await _carry_out(services, refund_id)
     if refund.status == RefundState.failed:
         raise RefundFailed(f"The gateway refused the refund ({refund.failure_reason}).")
     return refund
+
+
+async def _record_refund(
+    session: AsyncSession,
+    services: Services,
+    order: Order,
+    payment_id: uuid.UUID | None,
+    body: RefundCreate,
+    actor_id: uuid.UUID | None,
+    request_key: str | None,
+) -> uuid.UUID:
+    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending."""
+    payment = await repository.payment(session, payment_id, lock=True) if payment_id else None
+    if payment is None:
+        payment = await repository.captured_payment(session, order.id)
+    if payment is None or payment.status not in (PaymentState.completed, PaymentState.partially_refunded):
+        raise RefundNotAllowed(f"Order {order.number} has no captured payment to refund.", field="amount")
+    left = payment.amount - payment.refunded_amount - await repository.pending_refund_total(session, payment.id)
+    amount = body.amount if body.amount is not None else left
+    if amount <= 0 or amount > left:
+        raise RefundNotAllowed(f"At most {left:.2f} {payment.currency} can be refunded.", field="amount")
+    if body.restock and (order.status not in RESTOCKABLE or await repository.restocked(session, order.id)):
+        raise RefundNotAllowed(
+            f"Order {order.number} is {order.status}: only shipped, delivered or returned orders restock, once.",
+            field="restock",
+        )
+    refund = Refund(
+        id=clock.new_id(),
+        order_id=order.id,
+        payment_id=payment.id,
+        amount=amount,
+        currency=payment.currency,
+        reason=body.reason,
+        restock=body.restock,
+        status=RefundState.pending,
+        actor_id=actor_id,
+        request_key=request_key,
+    )
+    session.add(refund)
+    jobs.enqueue(session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services))
+    return refund.id
 
 
 async def _carry_out(services: Services, refund_id: uuid.UUID) -> Refund:
@@ -341,17 +425,20 @@ async def _carry_out(services: Services, refund_id: uuid.UUID) -> Refund:
 
 async def _settle_refund(services: Services, refund_id: uuid.UUID, outcome: Outcome) -> Refund:
     async with services.db.session(write=True) as session:
+        found = await repository.refund(session, refund_id)
+        assert found is not None
+        order = await money.locked_order(session, found.order_id)  # the order first, as every path locks
+        payment = await repository.payment(session, found.payment_id, lock=True)
         refund = await repository.refund(session, refund_id, lock=True)
-        assert refund is not None
+        assert payment is not None and refund is not None
         if refund.status != RefundState.pending:
             return refund
-        order = await money.locked_order(session, refund.order_id)
-        payment = await repository.payment(session, refund.payment_id, lock=True)
-        assert payment is not None
         refund.gateway_reference = outcome.reference
         if outcome.status == "failed":
             refund.status = RefundState.failed
             refund.failure_reason = outcome.failure_reason
+            if not payment.applied:  # money we must give back and could not: a person has to look
+                log.error("surplus charge refund failed", payment_id=str(payment.id), reason=outcome.failure_reason)
             return refund
         refund.status = RefundState.completed
         payment.refunded_amount += refund.amount
@@ -442,8 +529,7 @@ async def save_method(
 ) -> PaymentMethod:
     """Save ``card`` (already resolved by the gateway from ``body.payment_token``) for the user, its token
     encrypted; the first saved method, or one saved with ``is_default``, becomes the default."""
-    existing = await repository.methods(session, user_id)
-    default = body.is_default or not existing
+    default = body.is_default or not await repository.has_methods(session, user_id)
     if default:
         await repository.clear_default(session, user_id)
     method = PaymentMethod(
@@ -462,9 +548,9 @@ async def save_method(
     return method
 
 
-async def list_methods(session: AsyncSession, user_id: uuid.UUID) -> list[PaymentMethod]:
-    """The user's saved methods, default first."""
-    return await repository.methods(session, user_id)
+async def list_methods(session: AsyncSession, user_id: uuid.UUID, *, page: int, limit: int) -> Paged[PaymentMethod]:
+    """A page of the user's saved methods, default first, then newest."""
+    return await repository.paged_methods(session, user_id, page=page, limit=limit)
 
 
 async def delete_method(session: AsyncSession, user_id: uuid.UUID, method_id: uuid.UUID) -> None:
@@ -490,16 +576,22 @@ async def handle_webhook(services: Services, gateway: Gateway, body: bytes, head
         MalformedWebhook (400), InvalidSignature (401): nothing is recorded or changed.
     """
     event = gateway.verify(body, headers, clock.now())
+    seen = WebhookEvent(id=clock.new_id(), gateway=gateway.name, event_id=event.event_id, type=event.type)
     try:
         async with services.db.session(write=True) as session:
-            session.add(WebhookEvent(id=clock.new_id(), gateway=gateway.name, event_id=event.event_id, type=event.type))
+            session.add(seen)
     except IntegrityError:
         return True
     key = _uuid(event.key)
-    if key is not None and event.type.startswith("charge.") and event.type != "charge.refunded":
-        await reconcile_payment(services, key)
-    elif key is not None and event.type.startswith("refund."):
-        await reconcile_refund(services, key)
+    try:
+        if key is not None and event.type.startswith("charge.") and event.type != "charge.refunded":
+            await reconcile_payment(services, key)
+        elif key is not None and event.type.startswith("refund."):
+            await reconcile_refund(services, key)
+    except Exception:  # not handled: forget the event so that the gateway's redelivery is processed
+        async with services.db.session(write=True) as session:
+            await repository.forget_webhook(session, seen.id)
+        raise
     log.info("payment webhook", gateway=gateway.name, type=event.type, event_id=event.event_id)
     return False
 

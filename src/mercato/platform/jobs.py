@@ -65,10 +65,15 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 
 
 def enqueue(session: AsyncSession, name: str, payload: dict[str, Any], *, run_at: datetime | None = None) -> None:
-    """Add a job to the caller's transaction; it runs after commit (immediately, or at ``run_at`` UTC)."""
-    session.add(Job(id=clock.new_id(), name=name, payload=payload, run_at=run_at or clock.now()))
+    """Add a job to the caller's transaction; it runs after commit (immediately, or at ``run_at`` UTC).
+
+    Only a job due now wakes the runner after the commit: a later one (a cart's expiry in 30 days, an order's
+    reservation expiry) is found by the runner's regular poll, and waking it would only run an empty claim (a
+    write transaction) and the gauge count for nothing, once per cart or order written."""
+    now = clock.now()
+    session.add(Job(id=clock.new_id(), name=name, payload=payload, run_at=run_at or now))
     services = session.info.get("services")
-    if services is not None:
+    if services is not None and (run_at is None or run_at <= now):
         after_commit(session, services.jobs.wake)
 
 

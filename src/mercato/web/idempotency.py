@@ -101,6 +101,15 @@ class Idempotency:
         self.scope = scope
         self.fingerprint = fingerprint
 
+    @property
+    def reference(self) -> str | None:
+        """SHA-256 hex of the key's scope and value, or None without a key: handlers that run outside one
+        transaction (:meth:`run_steps`) store it with what they record, so a retry after a failure finds the
+        earlier attempt (e.g. a charge whose gateway call timed out) instead of starting a new one."""
+        if self.key is None:
+            return None
+        return hashlib.sha256(f"{self.scope}\n{self.key}".encode()).hexdigest()
+
     async def run(
         self,
         session: AsyncSession,

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mercato.errors import DomainError, RateLimited
 
 PROBLEM_BASE = "https://mercato.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
+#: seconds a client is asked to wait when the database is too busy to take its write (503)
+BUSY_RETRY_AFTER = 1
+log = structlog.get_logger("mercato.web")
 
 _HTTP_SLUGS = {
     400: ("bad-request", "Bad request"),
@@ -98,12 +103,35 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status_code, code, title, detail, dict(exc.headers or {}))
 
 
+def database_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite giving up on its write lock after the busy timeout ("database is locked")."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """SQLite's "database is locked" (the busy timeout ran out while other writers held the lock, i.e. overload)
+    is a 503 ``service-unavailable`` with ``Retry-After``; the request changed nothing (its transaction was rolled
+    back). Any other database error stays an unexpected one (500, logged by the middleware)."""
+    if not database_locked(exc):
+        raise exc
+    log.warning("database_busy", path=request.url.path, method=request.method)
+    return problem_response(
+        request,
+        503,
+        "service-unavailable",
+        "Service unavailable",
+        "The database is busy with other writes; nothing was changed. Retry shortly.",
+        {"Retry-After": str(BUSY_RETRY_AFTER)},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Register the handlers on ``app`` so that every error leaves as problem+json (unexpected exceptions are
     turned into a 500 ``internal-error`` by :class:`~mercato.web.middleware.RequestContextMiddleware`)."""
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
 
 
 def problems(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:

@@ -94,6 +94,9 @@ class Gateway(Protocol):
     """What Mercato needs from a payment gateway; see the module docstring for the idempotency contract."""
 
     name: str
+    #: Seconds after an attempt during which :meth:`find_charge` may not see it yet (0 for an immediate
+    #: lookup; Stripe's search index lags): reconciliation asks again later rather than concluding "never charged".
+    lookup_lag: float
 
     async def card(self, token: str) -> Card:
         """The card behind a client-side ``token``. Raises :class:`UnknownToken`."""

@@ -57,6 +57,8 @@ class StripeGateway:
     """
 
     name = "stripe"
+    #: Stripe's Search API is eventually consistent ("up to a minute"); give it five before concluding.
+    lookup_lag = 300.0
 
     def __init__(self, api_key: str, webhook_secret: str, *, http_client: stripe.HTTPClient | None = None) -> None:
         self.webhook_secret = webhook_secret

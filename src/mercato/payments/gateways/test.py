@@ -95,6 +95,7 @@ class TestGateway:
     """
 
     name = "test"
+    lookup_lag = 0.0
     __test__ = False  # not a pytest test class
 
     def __init__(self, db: Database, webhook_secret: str, *, delay: float = 0.0, hold: float = 0.0) -> None:

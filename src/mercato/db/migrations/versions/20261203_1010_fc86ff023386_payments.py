@@ -85,6 +85,8 @@ def upgrade() -> None:
         sa.Column("method_last4", sa.String(length=4), nullable=True),
         sa.Column("payment_method_id", sa.Uuid(), nullable=True),
         sa.Column("failure_reason", sa.String(length=100), nullable=True),
+        sa.Column("applied", sa.Boolean(), nullable=False),
+        sa.Column("request_key", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("amount > 0", name=op.f("ck_payments_amount_positive")),
@@ -102,6 +104,7 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_payments_user_id_users"), ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payments")),
+        sa.UniqueConstraint("request_key", name=op.f("uq_payments_request_key")),
     )
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_payments_gateway_reference"), ["gateway_reference"], unique=False)
@@ -121,6 +124,7 @@ def upgrade() -> None:
         sa.Column("gateway_reference", sa.String(length=100), nullable=True),
         sa.Column("failure_reason", sa.String(length=100), nullable=True),
         sa.Column("actor_id", sa.Uuid(), nullable=True),
+        sa.Column("request_key", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("amount > 0", name=op.f("ck_refunds_amount_positive")),
         sa.ForeignKeyConstraint(
@@ -130,6 +134,7 @@ def upgrade() -> None:
             ["payment_id"], ["payments.id"], name=op.f("fk_refunds_payment_id_payments"), ondelete="RESTRICT"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
+        sa.UniqueConstraint("request_key", name=op.f("uq_refunds_request_key")),
     )
     with op.batch_alter_table("refunds", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_refunds_order_id"), ["order_id"], unique=False)
