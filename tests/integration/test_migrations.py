@@ -4,6 +4,7 @@ pragmas and ``BEGIN IMMEDIATE`` for writes (ADR 0004)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -221,16 +222,51 @@ async def test_sqlite_write_sessions_begin_immediate(sqlite_db: Database, write:
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement.strip().upper())
 
-    event.listen(sqlite_db.engine.sync_engine, "before_cursor_execute", record)
+    engines = {sqlite_db.engine.sync_engine, sqlite_db.write_engine.sync_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         async with sqlite_db.session(write=write) as session:
             await session.execute(text("SELECT 1"))
     finally:
-        event.remove(sqlite_db.engine.sync_engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert begins == [begin]
     assert statements.index(begin) < statements.index("SELECT 1")
+
+
+async def test_sqlite_writers_of_a_process_take_turns_in_arrival_order(sqlite_db: Database) -> None:
+    """Writers queue for the one writer connection first come, first served (not in SQLite's busy handler,
+    where a newcomer can overtake a writer that has waited for seconds); readers do not wait for them."""
+    finished: list[int] = []
+    holder_started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with sqlite_db.session(write=True) as session:
+            await session.execute(text("SELECT 1"))
+            holder_started.set()
+            await release.wait()
+
+    async def writer(index: int) -> None:
+        async with sqlite_db.session(write=True) as session:
+            await session.execute(text("SELECT 1"))
+            finished.append(index)
+
+    first = asyncio.create_task(holder())
+    await holder_started.wait()
+    writers = []
+    for index in range(12):
+        writers.append(asyncio.create_task(writer(index)))
+        await asyncio.sleep(0.01)  # each one queued before the next arrives
+    async with sqlite_db.session(write=False) as reader:  # a reader is not stuck behind the queue
+        assert (await reader.execute(text("SELECT 1"))).scalar_one() == 1
+    release.set()
+    await asyncio.gather(first, *writers)
+
+    assert finished == list(range(12))
 
 
 ORPHAN_SESSION = text(

@@ -77,6 +77,27 @@ async def test_a_token_becomes_a_saved_card() -> None:
     assert replay.requests[0]["form"]["card[token]"] == ["tok_visa"]
 
 
+async def test_a_saved_card_is_attached_to_a_customer_and_charged_through_it() -> None:
+    stripe_, replay = gateway(
+        {
+            ("POST", "/v1/payment_methods"): ("payment_method.json", 200),
+            ("POST", "/v1/customers"): ("customer.json", 200),
+            ("POST", "/v1/payment_intents"): ("payment_intent_succeeded.json", 200),
+        }
+    )
+
+    saved = await stripe_.save("tok_visa")
+    outcome = await stripe_.charge(key=KEY, amount=Decimal("19.99"), currency="USD", token=saved.token)
+
+    assert saved.token == "cus_RaXyZ2eZvKYlo2C/pm_1QhXyZ2eZvKYlo2C0a1b2c3d" and saved.last4 == "4242"
+    assert replay.requests[1]["form"]["payment_method"] == ["pm_1QhXyZ2eZvKYlo2C0a1b2c3d"]
+    charged = replay.requests[2]["form"]
+    assert charged["customer"] == ["cus_RaXyZ2eZvKYlo2C"] and charged["payment_method"] == [
+        "pm_1QhXyZ2eZvKYlo2C0a1b2c3d"
+    ]
+    assert outcome.status == "succeeded"
+
+
 async def test_an_unknown_token_is_refused() -> None:
     stripe_, _ = gateway({("POST", "/v1/payment_methods"): ("invalid_token.json", 404)})
     with pytest.raises(UnknownToken):

@@ -48,11 +48,20 @@ class Database:
             kwargs["max_overflow"] = pool_size
             kwargs["pool_pre_ping"] = True
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.write_engine = self.engine
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms)
+            # SQLite lets one transaction write at a time. Writers of this process queue for a single writer
+            # connection in the pool, first come first served, instead of in SQLite's busy handler, which polls
+            # with growing sleeps and lets newcomers overtake (seconds-long tails under load). A writer waits at
+            # most the busy timeout (then 503). Readers keep their own pool and never wait for writers (WAL).
+            self.write_engine = create_async_engine(
+                url, **(kwargs | {"pool_size": 1, "max_overflow": 0, "pool_timeout": busy_timeout_ms / 1000})
+            )
+            _configure_sqlite(self.write_engine, busy_timeout_ms)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self.write_sessionmaker = async_sessionmaker(
-            self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False, autoflush=True
+            self.write_engine.execution_options(**{_WRITE: True}), expire_on_commit=False, autoflush=True
         )
 
     @asynccontextmanager
@@ -81,6 +90,8 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        if self.write_engine is not self.engine:
+            await self.write_engine.dispose()
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:

@@ -139,7 +139,7 @@ async def save_method(request: Request, body: MethodCreate, session: SessionDep,
     services = _services(request)
     if principal.user_id is None:
         raise Forbidden("Saved cards belong to a customer account.")
-    card = await gateways.active(services).card(body.payment_token)  # before the transaction's first statement
+    card = await gateways.active(services).save(body.payment_token)  # before the transaction's first statement
     return MethodRead.model_validate(await service.save_method(session, services, principal.user_id, body, card))
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mercato.errors import DomainError, RateLimited
@@ -104,8 +105,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def database_locked(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite giving up on its write lock after the busy timeout ("database is locked")."""
-    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+    """Whether ``exc`` is a write that waited the whole busy timeout: SQLite giving up on its write lock
+    ("database is locked", another process held it) or this process's writer queue (the pool's timeout)."""
+    return isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and "database is locked" in str(exc.orig))
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -132,6 +134,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
 
 
 def problems(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:

@@ -102,6 +102,11 @@ class Gateway(Protocol):
         """The card behind a client-side ``token``. Raises :class:`UnknownToken`."""
         ...
 
+    async def save(self, token: str) -> Card:
+        """Make the card behind ``token`` reusable for later payments (a saved method); the returned
+        ``Card.token`` is what :meth:`charge` takes then. Raises :class:`UnknownToken`."""
+        ...
+
     async def charge(self, *, key: str, amount: Decimal, currency: str, token: str) -> Outcome:
         """Authorise and capture ``amount`` on ``token``. A decline is an :class:`Outcome` with status
         ``failed``, not an exception. Raises :class:`UnknownToken`, :class:`GatewayUnavailable`."""

@@ -84,6 +84,18 @@ class StripeGateway:
             raise UnknownToken("This payment method is not a card.")
         return Card(card.brand, card.last4, card.exp_month, card.exp_year, method.id)
 
+    async def save(self, token: str) -> Card:
+        """A PaymentMethod attached to a new Customer (Stripe charges an unattached PaymentMethod only once);
+        the saved token is ``<customer id>/<payment method id>``."""
+        card = await self.card(token)
+        try:
+            customer = await self.client.v1.customers.create_async(params={"payment_method": card.token})
+        except stripe.InvalidRequestError as exc:
+            raise UnknownToken(f"Stripe refused to save this card ({exc.code}).") from exc
+        except stripe.StripeError as exc:
+            raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
+        return Card(card.brand, card.last4, card.exp_month, card.exp_year, f"{customer.id}/{card.token}")
+
     async def charge(self, *, key: str, amount: Decimal, currency: str, token: str) -> Outcome:
         """Create and confirm a PaymentIntent (automatic capture); a decline is a failed :class:`Outcome`."""
         params: dict[str, Any] = {
@@ -93,7 +105,9 @@ class StripeGateway:
             "metadata": {"mercato_key": key},
             "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
         }
-        if token.startswith("pm_"):
+        if "/" in token:  # a saved card: its customer and payment method
+            params["customer"], params["payment_method"] = token.split("/", 1)
+        elif token.startswith("pm_"):
             params["payment_method"] = token
         else:
             params["payment_method_data"] = {"type": "card", "card": {"token": token}}

@@ -111,6 +111,10 @@ class TestGateway:
         brand, last4, _ = CARDS[token]
         return Card(brand, last4, EXP_MONTH, EXP_YEAR, token)
 
+    async def save(self, token: str) -> Card:
+        """Test tokens are reusable as they are (as in Stripe's test mode)."""
+        return await self.card(token)
+
     async def charge(self, *, key: str, amount: Decimal, currency: str, token: str) -> Outcome:
         """Book a charge (idempotent per ``key``): succeeded, or failed with the token's decline reason."""
         card = await self.card(token)
