@@ -27,6 +27,7 @@ from mercato.payments.gateways.test import LedgerEntry, TestGateway
 from mercato.payments.models import Payment, PaymentMethod, Refund, WebhookEvent
 from mercato.platform import clock
 from mercato.platform.context import Services
+from mercato.platform.jobs import Job
 from tests.api.test_orders import ADDRESS, add, count, guest, product, stock
 from tests.conftest import Backend, bearer, make_admin, register, sent_mail
 
@@ -89,6 +90,8 @@ async def test_paying_with_tok_visa_moves_the_order_to_processing_and_commits_st
     listed = (await client.get(PAYMENTS, headers=headers)).json()
     assert [p["id"] for p in listed["data"]] == [payment["id"]]
     assert (await client.get(f"{PAYMENTS}/{payment['id']}", headers=headers)).json()["status"] == "completed"
+
+    assert await count(services, Job, Job.name == "payments.reconcile") == 0  # answered: no safety net left
 
     again = await pay(client, order["id"], headers)
     assert again.status_code == 409 and again.json()["type"].endswith("/invalid-transition")
@@ -376,6 +379,7 @@ async def test_a_gateway_timeout_answers_503_and_leaves_the_order_payable(
     row = await order_row(services, order["id"])
     assert (row.status, row.payment_status) == ("pending", "unpaid") and await stock(services, pid) == (5, 2)
     assert await count(services, LedgerEntry) == 0  # the cancelled call charged nothing
+    assert await count(services, Job, Job.name == "payments.reconcile") == 1  # asks the gateway again later
     paid = await pay(client, order["id"], headers)
     assert paid.status_code == 201 and (await order_row(services, order["id"])).payment_status == "paid"
     assert await money_problems(services) == []

@@ -147,7 +147,7 @@ async def pay(
                 request_key=request_key,
             )
             session.add(payment)
-        jobs.enqueue(
+        safety_net = jobs.enqueue(
             session, RECONCILE_JOB, {"payment_id": str(payment.id)}, run_at=clock.now() + _reconcile_at(services)
         )
     try:
@@ -156,13 +156,13 @@ async def pay(
             gateway.charge(key=str(payment.id), amount=payment.amount, currency=payment.currency, token=card.token),
         )
     except GatewayUnavailable:
-        await _settle_payment(services, payment.id, None, actor_id=user_id)
+        await _settle_payment(services, payment.id, None, actor_id=user_id)  # the safety net stays: ask again later
         raise
     except UnknownToken:  # the gateway refused the saved method itself (e.g. detached): a failed attempt
         declined = Outcome("failed", None, payment.amount, "invalid_payment_method")
-        await _settle_payment(services, payment.id, declined, actor_id=user_id)
+        await _settle_payment(services, payment.id, declined, actor_id=user_id, done=safety_net)
         raise
-    payment = await _settle_payment(services, payment.id, outcome, actor_id=user_id)
+    payment = await _settle_payment(services, payment.id, outcome, actor_id=user_id, done=safety_net)
     if payment.status == PaymentState.failed:
         raise _declined(payment)
     if not payment.applied:
@@ -204,12 +204,20 @@ async def _lock(session: AsyncSession, payment_id: uuid.UUID) -> tuple[Payment, 
 
 
 async def _settle_payment(
-    services: Services, payment_id: uuid.UUID, outcome: Outcome | None, *, actor_id: uuid.UUID | None
+    services: Services,
+    payment_id: uuid.UUID,
+    outcome: Outcome | None,
+    *,
+    actor_id: uuid.UUID | None,
+    done: uuid.UUID | None = None,
 ) -> Payment:
     """Step 3: record the gateway's answer for a pending attempt and move the order. ``outcome`` None means no
     answer (timeout, or the gateway never took the charge): the attempt fails with ``gateway_timeout``; the
-    reconcile job still asks the gateway later, in case the charge went through after all."""
+    reconcile job still asks the gateway later, in case the charge went through after all. ``done`` is the
+    attempt's reconcile job, dropped in the same transaction once the gateway's definite answer is recorded."""
     async with services.db.session(write=True) as session:
+        if done is not None:
+            await jobs.cancel(session, done)
         payment, order = await _lock(session, payment_id)
         if payment.status != PaymentState.pending:
             return payment  # settled already (a concurrent reconcile or webhook)
@@ -352,11 +360,14 @@ async def _refund(
         assert order_id is not None
         order = await orders.get_order(session, principal, order_id, lock=True)
         earlier = await repository.refund_for_request(session, request_key) if request_key else None
+        safety_net = None
         if earlier is not None:  # a retry of this request: finish that refund, never start a second one
             refund_id = earlier.id
         else:
-            refund_id = await _record_refund(session, services, order, payment_id, body, actor_id, request_key)
-    refund = await _carry_out(services, refund_id)
+            refund_id, safety_net = await _record_refund(
+                session, services, order, payment_id, body, actor_id, request_key
+            )
+    refund = await _carry_out(services, refund_id, done=safety_net)
     if refund.status == RefundState.failed:
         raise RefundFailed(f"The gateway refused the refund ({refund.failure_reason}).")
     return refund
@@ -370,8 +381,9 @@ async def _record_refund(
     body: RefundCreate,
     actor_id: uuid.UUID | None,
     request_key: str | None,
-) -> uuid.UUID:
-    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending."""
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending.
+    Returns the refund's id and its reconcile job's."""
     payment = await repository.payment(session, payment_id, lock=True) if payment_id else None
     if payment is None:
         payment = await repository.captured_payment(session, order.id)
@@ -399,12 +411,15 @@ async def _record_refund(
         request_key=request_key,
     )
     session.add(refund)
-    jobs.enqueue(session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services))
-    return refund.id
+    job_id = jobs.enqueue(
+        session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services)
+    )
+    return refund.id, job_id
 
 
-async def _carry_out(services: Services, refund_id: uuid.UUID) -> Refund:
-    """Steps 2 and 3 of a pending refund: ask the gateway (idempotent per refund id), record the answer."""
+async def _carry_out(services: Services, refund_id: uuid.UUID, *, done: uuid.UUID | None = None) -> Refund:
+    """Steps 2 and 3 of a pending refund: ask the gateway (idempotent per refund id), record the answer (and drop
+    the refund's reconcile job ``done`` with it)."""
     async with services.db.session(write=False) as session:
         refund = await repository.refund(session, refund_id)
         assert refund is not None
@@ -420,11 +435,15 @@ async def _carry_out(services: Services, refund_id: uuid.UUID) -> Refund:
             key=str(refund.id), reference=payment.gateway_reference, amount=refund.amount, currency=refund.currency
         ),
     )
-    return await _settle_refund(services, refund.id, outcome)
+    return await _settle_refund(services, refund.id, outcome, done=done)
 
 
-async def _settle_refund(services: Services, refund_id: uuid.UUID, outcome: Outcome) -> Refund:
+async def _settle_refund(
+    services: Services, refund_id: uuid.UUID, outcome: Outcome, *, done: uuid.UUID | None = None
+) -> Refund:
     async with services.db.session(write=True) as session:
+        if done is not None:
+            await jobs.cancel(session, done)
         found = await repository.refund(session, refund_id)
         assert found is not None
         order = await money.locked_order(session, found.order_id)  # the order first, as every path locks

@@ -64,17 +64,26 @@ def handler(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def enqueue(session: AsyncSession, name: str, payload: dict[str, Any], *, run_at: datetime | None = None) -> None:
-    """Add a job to the caller's transaction; it runs after commit (immediately, or at ``run_at`` UTC).
+def enqueue(session: AsyncSession, name: str, payload: dict[str, Any], *, run_at: datetime | None = None) -> uuid.UUID:
+    """Add a job to the caller's transaction; it runs after commit (immediately, or at ``run_at`` UTC). Returns
+    the job's id (for :func:`cancel`).
 
     Only a job due now wakes the runner after the commit: a later one (a cart's expiry in 30 days, an order's
     reservation expiry) is found by the runner's regular poll, and waking it would only run an empty claim (a
     write transaction) and the gauge count for nothing, once per cart or order written."""
     now = clock.now()
-    session.add(Job(id=clock.new_id(), name=name, payload=payload, run_at=run_at or now))
+    job_id = clock.new_id()
+    session.add(Job(id=job_id, name=name, payload=payload, run_at=run_at or now))
     services = session.info.get("services")
     if services is not None and (run_at is None or run_at <= now):
         after_commit(session, services.jobs.wake)
+    return job_id
+
+
+async def cancel(session: AsyncSession, job_id: uuid.UUID) -> None:
+    """Drop a job that has not started, in the caller's transaction — e.g. a safety net (a reconciliation due
+    later) whose work the request finished itself. A job already running or done is left alone."""
+    await session.execute(delete(Job).where(Job.id == job_id, Job.status == "queued"))
 
 
 def backoff_seconds(attempts: int) -> int:
