@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import JSON, String, Text, delete, func, select, update
+from sqlalchemy import JSON, Index, String, Text, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -40,6 +40,9 @@ class Job(Base):
     """One unit of background work. ``status``: ``queued`` | ``running`` | ``dead``; done jobs are deleted."""
 
     __tablename__ = "jobs"
+    #: the runner's claim: queued jobs due by now, oldest first (without it SQLite reads every queued job,
+    #: including the thousands due in days — cart and reservation expiries — and sorts them)
+    __table_args__ = (Index("ix_jobs_status_run_at", "status", "run_at"),)
 
     id: Mapped[uuid.UUID] = uuid_pk()
     name: Mapped[str] = mapped_column(String(100))
