@@ -101,6 +101,17 @@ def create_pg_database() -> str:
     return name
 
 
+def store_env(database: str, data_dir: Path) -> tuple[dict[str, str], str | None]:
+    """The server environment of a fresh store in ``data_dir``: SQLite there, or a new PostgreSQL database for
+    ``database == "postgres"`` (its name is returned so the caller drops it; None on SQLite)."""
+    env = server_env(data_dir)
+    if database != "postgres":
+        return env, None
+    name = create_pg_database()
+    env["MERCATO_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    return env, name
+
+
 def drop_pg_database(name: str) -> None:
     """Drop the benchmark database, disconnecting whoever is still connected."""
     asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -180,10 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server: Server | None = None
     logs: list[Path] = []
     try:
-        env = server_env(data_dir)
-        if args.database == "postgres":
-            pg_name = create_pg_database()
-            env["MERCATO_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_name
+        env, pg_name = store_env(args.database, data_dir)
         print(f"data dir {data_dir}; database {args.database} {pg_name or ''}; migrating ...", flush=True)
         migrate(env, data_dir)
         print(f"seeding --demo --scale {args.scale} ...", flush=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from catalog import PG_ADMIN_URL, create_pg_database, drop_pg_database, seed
+from catalog import drop_pg_database, seed, store_env
 from run import (  # bench/ is not a package: run as a script, its directory is on sys.path
     BENCH_DIR,
     WRK_MISSING,
@@ -45,7 +45,6 @@ from run import (  # bench/ is not a package: run as a script, its directory is 
     memory_kib,
     migrate,
     save_report,
-    server_env,
     start_server,
     stop_server,
     tail,
@@ -379,10 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pg_name: str | None = None
     server: Server | None = None
     try:
-        env = server_env(data_dir)
-        if args.database == "postgres":
-            pg_name = create_pg_database()
-            env["MERCATO_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_name
+        env, pg_name = store_env(args.database, data_dir)
         print(f"data dir {data_dir}; database {args.database} {pg_name or ''}; migrating, seeding --demo ...")
         migrate(env, data_dir)
         report["seed"] = seed(env, data_dir, 0)

@@ -100,25 +100,20 @@ class Gateway(Protocol):
 
     async def card(self, token: str) -> Card:
         """The card behind a client-side ``token``. Raises :class:`UnknownToken`."""
-        ...
 
     async def save(self, token: str) -> Card:
         """Make the card behind ``token`` reusable for later payments (a saved method); the returned
         ``Card.token`` is what :meth:`charge` takes then. Raises :class:`UnknownToken`."""
-        ...
 
     async def charge(self, *, key: str, amount: Decimal, currency: str, token: str) -> Outcome:
         """Authorise and capture ``amount`` on ``token``. A decline is an :class:`Outcome` with status
         ``failed``, not an exception. Raises :class:`UnknownToken`, :class:`GatewayUnavailable`."""
-        ...
 
     async def refund(self, *, key: str, reference: str, amount: Decimal, currency: str) -> Outcome:
         """Give ``amount`` of the charge ``reference`` back. Raises :class:`GatewayUnavailable`."""
-        ...
 
     async def find_charge(self, key: str) -> Outcome | None:
         """What became of the charge asked for with ``key`` (None: the gateway never took it)."""
-        ...
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Notification:
         """Check a callback's signature and age and parse it.
@@ -127,4 +122,3 @@ class Gateway(Protocol):
             MalformedWebhook: unparsable body or signature header (400).
             InvalidSignature: wrong signature, or signed more than :data:`WEBHOOK_TOLERANCE` seconds from ``now``.
         """
-        ...
