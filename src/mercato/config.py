@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     reservation_ttl: int = Field(default=1800, ge=60)
     max_body_bytes: int = 8 * 1024 * 1024
     db_pool_size: int = Field(default=10, ge=1)
+    sqlite_readers: int = Field(default=4, ge=1, le=64)
     catalog_cache_ttl: int = Field(default=60, ge=0)
 
     access_token_ttl: int = Field(default=900, ge=60)

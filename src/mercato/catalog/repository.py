@@ -7,9 +7,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, exists, func, or_, select, update
+from sqlalchemy import BindParameter, RowMapping, Select, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -88,29 +89,73 @@ def _as_uuid(value: str | uuid.UUID) -> uuid.UUID | None:
         return None
 
 
-def _filtered(filters: ProductFilter) -> Select[Any]:
-    query = select(Product).where(Product.deleted_at.is_(None), Product.status.in_(filters.statuses))
-    if filters.ids is not None:
-        query = query.where(Product.id.in_(filters.ids))
-    if filters.category_ids is not None:
-        query = query.where(Product.category_id.in_(filters.category_ids))
-    if filters.min_price is not None:
-        query = query.where(Product.price >= filters.min_price)
-    if filters.max_price is not None:
-        query = query.where(Product.price <= filters.max_price)
-    if filters.brand:
-        query = query.where(func.lower(Product.brand) == filters.brand.lower())
-    if filters.vendor_id:
-        query = query.where(Product.vendor_id == filters.vendor_id)
-    if filters.q:
-        like = f"%{_escape_like(filters.q.lower())}%"
+#: Which filters a query uses (not their values): ids, categories, min price, max price, brand, vendor, q, in
+#: stock (None, True or False). Statements are built once per shape and sort, with their values as bind
+#: parameters: SQLAlchemy then reuses the statement's compiled form without rebuilding or re-keying it (building
+#: one costs more CPU than running it on a page of 20).
+_Shape = tuple[bool, bool, bool, bool, bool, bool, bool, bool | None]
+
+
+def _shape(filters: ProductFilter) -> _Shape:
+    return (
+        filters.ids is not None,
+        filters.category_ids is not None,
+        filters.min_price is not None,
+        filters.max_price is not None,
+        bool(filters.brand),
+        bool(filters.vendor_id),
+        bool(filters.q),
+        filters.in_stock,
+    )
+
+
+def filter_params(filters: ProductFilter) -> dict[str, Any]:
+    """The bind parameters of :func:`filtered`'s statement for ``filters``."""
+    return {
+        "statuses": list(filters.statuses),
+        "ids": list(filters.ids or ()),
+        "category_ids": list(filters.category_ids or ()),
+        "min_price": filters.min_price,
+        "max_price": filters.max_price,
+        "brand": (filters.brand or "").lower(),
+        "vendor_id": filters.vendor_id,
+        "like": f"%{_escape_like((filters.q or '').lower())}%",
+    }
+
+
+def filtered(filters: ProductFilter) -> Select[Any]:
+    """``SELECT products`` of the live products matching ``filters``' shape; run it with
+    :func:`filter_params` ``(filters)``. The statement is built once per shape (see ``_Shape``)."""
+    return _filtered(_shape(filters))
+
+
+@lru_cache(maxsize=256)
+def _filtered(shape: _Shape) -> Select[Any]:
+    ids, categories, min_price, max_price, brand, vendor, q, in_stock = shape
+    query = select(Product).where(
+        Product.deleted_at.is_(None), Product.status.in_(bindparam("statuses", expanding=True))
+    )
+    if ids:
+        query = query.where(Product.id.in_(bindparam("ids", expanding=True)))
+    if categories:
+        query = query.where(Product.category_id.in_(bindparam("category_ids", expanding=True)))
+    if min_price:
+        query = query.where(Product.price >= bindparam("min_price", type_=Product.price.type))
+    if max_price:
+        query = query.where(Product.price <= bindparam("max_price", type_=Product.price.type))
+    if brand:
+        query = query.where(func.lower(Product.brand) == bindparam("brand"))
+    if vendor:
+        query = query.where(Product.vendor_id == bindparam("vendor_id", type_=Product.vendor_id.type))
+    if q:
+        like: BindParameter[str] = bindparam("like")
         query = query.where(
             or_(
                 func.lower(Product.name).like(like, escape="\\"),
                 func.lower(Product.brand).like(like, escape="\\"),
             )
         )
-    if filters.in_stock is not None:
+    if in_stock is not None:
         available = exists().where(
             InventoryItem.product_id == Product.id,
             InventoryItem.on_hand - InventoryItem.reserved > 0,
@@ -120,7 +165,7 @@ def _filtered(filters: ProductFilter) -> Select[Any]:
                 ~exists().where(ProductVariant.product_id == Product.id),
             ),
         )
-        query = query.where(available if filters.in_stock else ~available)
+        query = query.where(available if in_stock else ~available)
     return query
 
 
@@ -135,13 +180,26 @@ _LISTED = (
     Category.name.label("category_ref_name"),
     Category.slug.label("category_ref_slug"),
 )
-_VARIANT_COLUMNS = tuple(ProductVariant.__table__.c)
-_IMAGE_COLUMNS = tuple(ProductImage.__table__.c)
 
 
-def _order(sort: str) -> list[Any]:
+@lru_cache(maxsize=256)
+def _listed(shape: _Shape, sort: str) -> Select[Any]:
     column = SORTS[sort.lstrip("-")]
-    return [column.desc(), Product.id.desc()] if sort.startswith("-") else [column.asc(), Product.id.asc()]
+    order = [column.desc(), Product.id.desc()] if sort.startswith("-") else [column.asc(), Product.id.asc()]
+    return (
+        _filtered(shape)
+        .with_only_columns(*_LISTED)
+        .select_from(Product)
+        .outerjoin(Category, Category.id == Product.category_id)
+        .order_by(*order)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+
+
+@lru_cache(maxsize=256)
+def _counted(shape: _Shape) -> Select[Any]:
+    return _filtered(shape).with_only_columns(func.count()).select_from(Product)
 
 
 async def listed_rows(
@@ -160,46 +218,60 @@ async def listed_rows(
         Row mappings with every product column but ``units_sold_30d``, plus the product's category as
         ``category_ref_id``, ``category_ref_name`` and ``category_ref_slug`` (None without a category).
     """
-    query = (
-        _filtered(filters)
-        .with_only_columns(*_LISTED)
-        .select_from(Product)
-        .outerjoin(Category, Category.id == Product.category_id)
-        .order_by(*_order(sort))
-        .limit(limit)
-        .offset((page - 1) * limit)
-    )
-    return (await session.execute(query)).mappings().all()
+    params = filter_params(filters) | {"limit": limit, "offset": (page - 1) * limit}
+    rows: Sequence[RowMapping] = (await session.execute(_listed(_shape(filters), sort), params)).mappings().all()
+    return rows
 
 
 async def count_products(session: AsyncSession, filters: ProductFilter) -> int:
     """How many products match ``filters``."""
-    query = _filtered(filters).with_only_columns(func.count()).select_from(Product)
-    return int(await session.scalar(query) or 0)
+    return int(await session.scalar(_counted(_shape(filters)), filter_params(filters)) or 0)
+
+
+#: A listed product's variants and images: the columns its JSON shows, by product then position.
+_VARIANTS_OF = (
+    select(
+        ProductVariant.id,
+        ProductVariant.product_id,
+        ProductVariant.sku,
+        ProductVariant.name,
+        ProductVariant.options,
+        ProductVariant.price_modifier,
+        ProductVariant.image_url,
+    )
+    .where(ProductVariant.product_id.in_(bindparam("product_ids", expanding=True)))
+    .order_by(ProductVariant.product_id, ProductVariant.position, ProductVariant.id)
+)
+_IMAGES_OF = (
+    select(
+        ProductImage.id,
+        ProductImage.product_id,
+        ProductImage.url,
+        ProductImage.thumbnail_url,
+        ProductImage.alt,
+        ProductImage.position,
+        ProductImage.width,
+        ProductImage.height,
+    )
+    .where(ProductImage.product_id.in_(bindparam("product_ids", expanding=True)))
+    .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)
+)
 
 
 async def variant_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
-    """The variants of these products as plain rows, by product then position (one query)."""
+    """The variants of these products as plain rows (id, product_id, sku, name, options, price_modifier,
+    image_url), by product then position (one query)."""
     if not product_ids:
         return []
-    query = (
-        select(*_VARIANT_COLUMNS)
-        .where(ProductVariant.product_id.in_(product_ids))
-        .order_by(ProductVariant.product_id, ProductVariant.position, ProductVariant.id)
-    )
-    return (await session.execute(query)).mappings().all()
+    return (await session.execute(_VARIANTS_OF, {"product_ids": list(product_ids)})).mappings().all()
 
 
 async def image_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
-    """The images of these products as plain rows, by product then position (one query)."""
+    """The images of these products as plain rows (id, product_id, url, thumbnail_url, alt, position, width,
+    height), by product then position (one query)."""
     if not product_ids:
         return []
-    query = (
-        select(*_IMAGE_COLUMNS)
-        .where(ProductImage.product_id.in_(product_ids))
-        .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)
-    )
-    return (await session.execute(query)).mappings().all()
+    return (await session.execute(_IMAGES_OF, {"product_ids": list(product_ids)})).mappings().all()
 
 
 async def deleted_products(session: AsyncSession, *, page: int, limit: int) -> Paged[Product]:

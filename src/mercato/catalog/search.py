@@ -378,13 +378,15 @@ async def search(
         if found is None:
             return Hits([], 0)
         conditions, score = found
+    listed = replace(filters, q=None, ids=None)
+    params = repository.filter_params(listed)
     matching = (
-        repository._filtered(replace(filters, q=None, ids=None))
+        repository.filtered(listed)
         .with_only_columns(Product.id)
         .join(_INDEX, _INDEX.c.product_id == Product.id)
         .where(*conditions)
     )
-    total = await session.scalar(select(func.count()).select_from(matching.subquery()))
+    total = await session.scalar(select(func.count()).select_from(matching.subquery()), params)
     if sort == RELEVANCE:
         order: list[Any] = [score.desc(), Product.id.asc()]
     else:
@@ -392,7 +394,7 @@ async def search(
         descending = sort.startswith("-")
         order = [sort_column.desc(), Product.id.desc()] if descending else [sort_column.asc(), Product.id.asc()]
     page_query: Select[Any] = matching.order_by(*order).limit(limit).offset((page - 1) * limit)
-    ids = list(await session.scalars(page_query))
+    ids = list(await session.scalars(page_query, params))
     return Hits(ids, int(total or 0))
 
 
@@ -431,8 +433,8 @@ async def similar(session: AsyncSession, product: Product, *, limit: int) -> lis
         category_ids={product.category_id} if product.category_id is not None else None,
         statuses=(ProductStatus.active,),
     )
-    query = repository._filtered(filters).with_only_columns(Product.id).where(Product.id != product.id)
+    query = repository.filtered(filters).with_only_columns(Product.id).where(Product.id != product.id)
     if product.category_id is None:
         query = query.where(shared > 0)
     query = query.order_by(shared.desc(), Product.units_sold_30d.desc(), Product.id.asc()).limit(limit)
-    return list(await session.scalars(query))
+    return list(await session.scalars(query, repository.filter_params(filters)))

@@ -30,18 +30,25 @@ class Database:
 
     Args:
         url: SQLAlchemy URL, ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://...``.
-        pool_size: connections kept open (PostgreSQL).
+        pool_size: connections kept open (PostgreSQL; as many again are opened under load).
+        sqlite_readers: read connections on SQLite, each with its own thread. More threads than cores only take
+            turns at the GIL: on 2 cores, 20 readers cost a catalog listing ~40 % more CPU than 4 did
+            (bench/README.md).
         busy_timeout_ms: how long a SQLite statement waits for another writer's lock before it fails with
             "database is locked" (answered 503, see ``web/problems.py``).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, sqlite_readers: int = 4, busy_timeout_ms: int = 10_000
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["poolclass"] = AsyncAdaptedQueuePool
-            kwargs["pool_size"] = pool_size
+            kwargs["pool_size"] = sqlite_readers
+            kwargs["max_overflow"] = 0
+            kwargs["pool_timeout"] = busy_timeout_ms / 1000
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         else:
             kwargs["pool_size"] = pool_size
@@ -55,9 +62,7 @@ class Database:
             # connection in the pool, first come first served, instead of in SQLite's busy handler, which polls
             # with growing sleeps and lets newcomers overtake (seconds-long tails under load). A writer waits at
             # most the busy timeout (then 503). Readers keep their own pool and never wait for writers (WAL).
-            self.write_engine = create_async_engine(
-                url, **(kwargs | {"pool_size": 1, "max_overflow": 0, "pool_timeout": busy_timeout_ms / 1000})
-            )
+            self.write_engine = create_async_engine(url, **(kwargs | {"pool_size": 1}))
             _configure_sqlite(self.write_engine, busy_timeout_ms)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self.write_sessionmaker = async_sessionmaker(

@@ -4,11 +4,11 @@ listings (which join the catalog's product and variant tables for names and the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -43,12 +43,22 @@ class ItemFilter:
     vendor_id: uuid.UUID | None = None
 
 
-async def items_for_products(session: AsyncSession, product_ids: Iterable[uuid.UUID]) -> list[InventoryItem]:
-    """Every stock row of the given products (their own rows and their variants')."""
+#: Built once: a statement object that is reused skips SQLAlchemy's construction and cache-key work per call.
+_LEVELS_OF_PRODUCTS = select(
+    InventoryItem.product_id, InventoryItem.variant_id, InventoryItem.on_hand, InventoryItem.reserved,
+    InventoryItem.reorder_point,
+).where(InventoryItem.product_id.in_(bindparam("product_ids", expanding=True)))  # fmt: skip
+
+
+async def levels_of_products(
+    session: AsyncSession, product_ids: Iterable[uuid.UUID]
+) -> Sequence[Row[uuid.UUID, uuid.UUID | None, int, int, int]]:
+    """Every stock row of the given products (their own rows and their variants') as plain rows
+    ``(product_id, variant_id, on_hand, reserved, reorder_point)`` (one query, no ORM objects)."""
     ids = list(product_ids)
     if not ids:
         return []
-    return list((await session.execute(select(InventoryItem).where(InventoryItem.product_id.in_(ids)))).scalars())
+    return (await session.execute(_LEVELS_OF_PRODUCTS, {"product_ids": ids})).all()
 
 
 def _unit(product_id: uuid.UUID, variant_id: uuid.UUID | None) -> ColumnElement[bool]:

@@ -169,8 +169,10 @@ async def levels(
 ) -> dict[tuple[uuid.UUID, uuid.UUID | None], Level]:
     """Stock levels keyed by ``(product_id, variant_id)`` for every unit of the given products (one query)."""
     return {
-        (row.product_id, row.variant_id): Level(row.on_hand, row.reserved, row.reorder_point)
-        for row in await repository.items_for_products(session, product_ids)
+        (product_id, variant_id): Level(on_hand, reserved, reorder_point)
+        for product_id, variant_id, on_hand, reserved, reorder_point in await repository.levels_of_products(
+            session, product_ids
+        )
     }
 
 

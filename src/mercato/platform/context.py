@@ -41,7 +41,7 @@ class Services:
         from mercato.web.ratelimit import RateLimiter
 
         metrics = Metrics()
-        db = Database(settings.database_url, pool_size=settings.db_pool_size)
+        db = Database(settings.database_url, pool_size=settings.db_pool_size, sqlite_readers=settings.sqlite_readers)
         email: EmailBackend = (
             SmtpBackend(settings.smtp_url)
             if settings.uses_smtp and settings.smtp_url
