@@ -192,6 +192,25 @@ async def test_list_filters_sorting_and_pagination(client: httpx.AsyncClient, ad
     assert (await client.get(P, params={"category_id": str(uuid.uuid4())})).status_code == 404
 
 
+async def test_in_stock_filter_with_products_sold_by_variant_in_the_catalog(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A product without variants is in stock through its own row even when other products have variants; a
+    product with variants only through its variants."""
+    await create(client, admin, name="Mug", price="9.00", stock=3)
+    await create(client, admin, name="Plate", price="7.00", stock=0)
+    await create(client, admin, name="Tee", price="15.00", variants=[{"sku": "TEE-S", "name": "S", "stock": 4}])
+    await create(client, admin, name="Cap", price="12.00", variants=[{"sku": "CAP-S", "name": "S", "stock": 0}])
+
+    async def names(in_stock: str) -> list[str]:
+        response = await client.get(P, params={"in_stock": in_stock, "sort": "name"})
+        assert response.status_code == 200, response.text
+        return [p["name"] for p in response.json()["data"]]
+
+    assert await names("true") == ["Mug", "Tee"]
+    assert await names("false") == ["Cap", "Plate"]
+
+
 @pytest.mark.parametrize(
     "params",
     [

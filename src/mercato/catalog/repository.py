@@ -162,7 +162,9 @@ def _filtered(shape: _Shape) -> Select[Any]:
             # a product with variants is in stock through its variants only
             or_(
                 InventoryItem.variant_id.is_not(None),
-                ~exists().where(ProductVariant.product_id == Product.id),
+                # correlated to the listed product explicitly: nested in another EXISTS, SQLAlchemy would
+                # otherwise add its own FROM products and ask whether *any* product has variants
+                ~exists().where(ProductVariant.product_id == Product.id).correlate(Product),
             ),
         )
         query = query.where(available if in_stock else ~available)
