@@ -6,30 +6,42 @@ request on the same cart. Only carts are locked (one row per request), so lock o
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
 from mercato.cart.models import Cart, CartItem
 
+#: Statements built once, with their values as bind parameters (building one costs more CPU than running it).
+_CART_OF_USER = select(Cart).where(Cart.user_id == bindparam("user_id", type_=Cart.user_id.type))
+_CART_OF_TOKEN = select(Cart).where(Cart.token_hash == bindparam("token_hash"))
+_CART_BY_ID = select(Cart).where(Cart.id == bindparam("cart_id", type_=Cart.id.type))
+_LOCKED = {query: query.with_for_update() for query in (_CART_OF_USER, _CART_OF_TOKEN, _CART_BY_ID)}
+_ITEMS_OF = (
+    select(CartItem)
+    .where(CartItem.cart_id == bindparam("cart_id", type_=CartItem.cart_id.type))
+    .order_by(CartItem.created_at, CartItem.id)
+    .execution_options(populate_existing=True)
+)
+_CLEAR_ITEMS = delete(CartItem).where(CartItem.cart_id == bindparam("cart_id", type_=CartItem.cart_id.type))
+
 
 async def cart_for_user(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
     """The user's cart (expired or not), locked when ``lock``."""
-    query = select(Cart).where(Cart.user_id == user_id)
-    return await _one(session, query, lock)
+    return await _one(session, _CART_OF_USER, {"user_id": user_id}, lock)
 
 
 async def cart_for_token(session: AsyncSession, token_hash: str, *, lock: bool = False) -> Cart | None:
     """The guest cart whose cookie hashes to ``token_hash`` (expired or not), locked when ``lock``."""
-    query = select(Cart).where(Cart.token_hash == token_hash)
-    return await _one(session, query, lock)
+    return await _one(session, _CART_OF_TOKEN, {"token_hash": token_hash}, lock)
 
 
 async def cart_by_id(session: AsyncSession, cart_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
     """A cart by id, locked when ``lock``."""
-    return await _one(session, select(Cart).where(Cart.id == cart_id), lock)
+    return await _one(session, _CART_BY_ID, {"cart_id": cart_id}, lock)
 
 
 def loaded_cart(session: AsyncSession, cart_id: uuid.UUID) -> Cart | None:
@@ -38,10 +50,10 @@ def loaded_cart(session: AsyncSession, cart_id: uuid.UUID) -> Cart | None:
     return cart if isinstance(cart, Cart) else None
 
 
-async def _one(session: AsyncSession, query: Select[Cart], lock: bool) -> Cart | None:
-    if lock:
-        query = query.with_for_update()
-    result = await session.execute(query.execution_options(populate_existing=True))
+async def _one(session: AsyncSession, query: Select[Cart], params: dict[str, Any], lock: bool) -> Cart | None:
+    result = await session.execute(
+        _LOCKED[query] if lock else query, params, execution_options={"populate_existing": True}
+    )
     cart: Cart | None = result.scalar_one_or_none()
     return cart
 
@@ -65,13 +77,7 @@ async def add_cart(session: AsyncSession, cart: Cart) -> bool:
 
 async def items_of(session: AsyncSession, cart_id: uuid.UUID) -> list[CartItem]:
     """The cart's lines in cart order (the order they were first added)."""
-    query = (
-        select(CartItem)
-        .where(CartItem.cart_id == cart_id)
-        .order_by(CartItem.created_at, CartItem.id)
-        .execution_options(populate_existing=True)
-    )
-    return list((await session.execute(query)).scalars())
+    return list((await session.execute(_ITEMS_OF, {"cart_id": cart_id})).scalars())
 
 
 async def item_of(session: AsyncSession, cart_id: uuid.UUID, item_id: uuid.UUID) -> CartItem | None:
@@ -95,7 +101,7 @@ async def remove_item(session: AsyncSession, item: CartItem) -> None:
 async def clear_items(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Delete every line of the cart."""
     await session.flush()
-    await session.execute(delete(CartItem).where(CartItem.cart_id == cart_id))
+    await session.execute(_CLEAR_ITEMS, {"cart_id": cart_id})
 
 
 async def delete_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.catalog.models import Product, ProductStatus, ProductVariant
@@ -47,6 +47,27 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+#: Built once (see ``catalog.repository._Shape``): the wanted products with their variants and each unit's stock
+#: row joined (a product's own stock row has no variant, a variant's names the variant).
+_UNITS = (
+    select(*_COLUMNS)
+    .select_from(Product)
+    .outerjoin(ProductVariant, ProductVariant.product_id == Product.id)
+    .outerjoin(
+        InventoryItem,
+        and_(
+            InventoryItem.product_id == Product.id,
+            InventoryItem.variant_id.is_not_distinct_from(ProductVariant.id),
+        ),
+    )
+    .where(
+        Product.id.in_(bindparam("product_ids", expanding=True)),
+        Product.status == ProductStatus.active,
+        Product.deleted_at.is_(None),
+    )
+)
+
+
 async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict[UnitKey, Unit]:
     """The units among ``keys`` that can be sold now: the product is active and not deleted, the variant (when
     given) belongs to it, and a product with variants is only sold by variant. Other keys are left out.
@@ -57,26 +78,10 @@ async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict
     product_ids = {product_id for product_id, _ in wanted}
     if not product_ids:
         return {}
-    query = (
-        select(*_COLUMNS)
-        .select_from(Product)
-        .outerjoin(ProductVariant, ProductVariant.product_id == Product.id)
-        .outerjoin(
-            InventoryItem,
-            and_(
-                InventoryItem.product_id == Product.id,
-                InventoryItem.variant_id.is_not_distinct_from(ProductVariant.id),
-            ),
-        )
-        .where(
-            Product.id.in_(product_ids),
-            Product.status == ProductStatus.active,
-            Product.deleted_at.is_(None),
-        )
-    )
+    rows = await session.execute(_UNITS, {"product_ids": list(product_ids)})
     products: dict[uuid.UUID, tuple[Any, ...]] = {}
     variants: dict[uuid.UUID, dict[uuid.UUID, tuple[Any, ...]]] = {}
-    for row in await session.execute(query):
+    for row in rows:
         products[row[0]] = row
         if row[6] is not None:
             variants.setdefault(row[0], {})[row[6]] = row

@@ -6,11 +6,26 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from mercato.catalog.models import Product, ProductVariant
 from mercato.db.queries import Paged
@@ -88,50 +103,65 @@ _RETURNED = (
 )
 
 
+_N: BindParameter[int] = bindparam("n", type_=Integer)
+#: The stock moves: (condition, new values) with ``:n`` the units moved.
+_MOVES: dict[str, tuple[ColumnElement[bool], dict[str, Any]]] = {
+    "reserve": (InventoryItem.on_hand - InventoryItem.reserved >= _N, {"reserved": InventoryItem.reserved + _N}),
+    "release": (InventoryItem.reserved >= _N, {"reserved": InventoryItem.reserved - _N}),
+    "commit_sale": (
+        InventoryItem.reserved >= _N,
+        {"on_hand": InventoryItem.on_hand - _N, "reserved": InventoryItem.reserved - _N},
+    ),
+    "add_on_hand": (
+        and_(InventoryItem.on_hand + _N >= InventoryItem.reserved, InventoryItem.on_hand + _N <= MAX_ON_HAND),
+        {"on_hand": InventoryItem.on_hand + _N},
+    ),
+}
+
+
+@cache
+def _move_statement(kind: str, has_variant: bool) -> ReturningUpdate[uuid.UUID, str | None, int, int, int]:
+    """The conditional ``UPDATE ... RETURNING`` of a move, built once (its values are bind parameters, named
+    apart from the columns: an ``UPDATE`` reserves the column names for its own ``SET`` parameters)."""
+    condition, values = _MOVES[kind]
+    variant = (
+        InventoryItem.variant_id == bindparam("of_variant", type_=InventoryItem.variant_id.type)
+        if has_variant
+        else InventoryItem.variant_id.is_(None)
+    )
+    return (
+        update(InventoryItem)
+        .where(InventoryItem.product_id == bindparam("of_product", type_=InventoryItem.product_id.type), variant)
+        .where(condition)
+        .values(**values, updated_at=bindparam("moved_at", type_=InventoryItem.updated_at.type))
+        .returning(*_RETURNED)
+    )
+
+
 async def _move(
-    session: AsyncSession,
-    product_id: uuid.UUID,
-    variant_id: uuid.UUID | None,
-    condition: ColumnElement[bool] | None,
-    values: dict[str, Any],
+    session: AsyncSession, kind: str, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int
 ) -> Counts | None:
-    query = update(InventoryItem).where(_unit(product_id, variant_id))
-    if condition is not None:
-        query = query.where(condition)
-    query = query.values(**values, updated_at=clock.now()).returning(*_RETURNED)
-    row = (await session.execute(query, execution_options={"synchronize_session": "fetch"})).one_or_none()
+    query = _move_statement(kind, variant_id is not None)
+    params = {"of_product": product_id, "of_variant": variant_id, "n": n, "moved_at": clock.now()}
+    row = (await session.execute(query, params, execution_options={"synchronize_session": "fetch"})).one_or_none()
     return None if row is None else Counts(*row)
 
 
 async def reserve(session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int) -> Counts | None:
     """``reserved += n`` if at least ``n`` units are available (one conditional ``UPDATE``); None otherwise."""
-    return await _move(
-        session,
-        product_id,
-        variant_id,
-        InventoryItem.on_hand - InventoryItem.reserved >= n,
-        {"reserved": InventoryItem.reserved + n},
-    )
+    return await _move(session, "reserve", product_id, variant_id, n)
 
 
 async def release(session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int) -> Counts | None:
     """``reserved -= n`` if at least ``n`` units are reserved; None otherwise."""
-    return await _move(
-        session, product_id, variant_id, InventoryItem.reserved >= n, {"reserved": InventoryItem.reserved - n}
-    )
+    return await _move(session, "release", product_id, variant_id, n)
 
 
 async def commit_sale(
     session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, n: int
 ) -> Counts | None:
     """``on_hand -= n`` and ``reserved -= n`` together if at least ``n`` units are reserved; None otherwise."""
-    return await _move(
-        session,
-        product_id,
-        variant_id,
-        InventoryItem.reserved >= n,
-        {"on_hand": InventoryItem.on_hand - n, "reserved": InventoryItem.reserved - n},
-    )
+    return await _move(session, "commit_sale", product_id, variant_id, n)
 
 
 async def add_on_hand(
@@ -139,16 +169,7 @@ async def add_on_hand(
 ) -> Counts | None:
     """``on_hand += delta`` if the result stays at or above the reserved units and at most :data:`MAX_ON_HAND`;
     None otherwise (or when the unit has no stock row)."""
-    return await _move(
-        session,
-        product_id,
-        variant_id,
-        and_(
-            InventoryItem.on_hand + delta >= InventoryItem.reserved,
-            InventoryItem.on_hand + delta <= MAX_ON_HAND,
-        ),
-        {"on_hand": InventoryItem.on_hand + delta},
-    )
+    return await _move(session, "add_on_hand", product_id, variant_id, delta)
 
 
 async def set_on_hand(session: AsyncSession, item_id: uuid.UUID, on_hand: int) -> bool:

@@ -32,12 +32,16 @@ class OrderFilter:
     q: str | None = None
 
 
+_NEXT_SEQ = select(func.coalesce(func.max(Order.seq), 0) + 1)
+_NEXTVAL = text("SELECT nextval('order_number_seq')")
+
+
 async def next_seq(session: AsyncSession) -> int:
     """The next order sequence number: PostgreSQL's ``order_number_seq``; on SQLite ``max(seq) + 1``, safe
     because SQLite write transactions are serialised (``BEGIN IMMEDIATE``)."""
     if session.get_bind().dialect.name == "postgresql":
-        return int(await session.scalar(text("SELECT nextval('order_number_seq')")) or 0)
-    return int(await session.scalar(select(func.coalesce(func.max(Order.seq), 0) + 1)) or 1)
+        return int(await session.scalar(_NEXTVAL) or 0)
+    return int(await session.scalar(_NEXT_SEQ) or 1)
 
 
 async def order(session: AsyncSession, order_id: uuid.UUID, *, lock: bool = False) -> Order | None:

@@ -6,17 +6,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.db.queries import Paged, paged
 from mercato.shipping.models import ShippingMethod, TaxRate
 
+#: Statements of the checkout path, built once (their values are bind parameters).
+_ACTIVE_METHODS = (
+    select(ShippingMethod).where(ShippingMethod.is_active.is_(True)).order_by(ShippingMethod.name, ShippingMethod.id)
+)
+_TAX_RATES_OF = select(TaxRate).where(TaxRate.country == bindparam("country"))
+
 
 async def active_methods(session: AsyncSession) -> list[ShippingMethod]:
     """Every active method (a store has a handful), by name."""
-    query = select(ShippingMethod).where(ShippingMethod.is_active.is_(True))
-    return list((await session.execute(query.order_by(ShippingMethod.name, ShippingMethod.id))).scalars())
+    return list((await session.execute(_ACTIVE_METHODS)).scalars())
 
 
 async def has_methods(session: AsyncSession) -> bool:
@@ -51,7 +56,7 @@ async def remove(session: AsyncSession, shipping_method: ShippingMethod) -> None
 
 async def tax_rates_of(session: AsyncSession, country: str) -> list[TaxRate]:
     """The rows of ``country`` (upper-case ISO code): its own (``region`` null) and its regions'."""
-    return list((await session.execute(select(TaxRate).where(TaxRate.country == country))).scalars())
+    return list((await session.execute(_TAX_RATES_OF, {"country": country})).scalars())
 
 
 #: Table order: by country, the country's own row (region null) first, then its regions by name.
