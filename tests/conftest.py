@@ -27,6 +27,7 @@ from mercato.app import create_app
 from mercato.config import Settings
 from mercato.db import migrate
 from mercato.db.models import metadata
+from mercato.identity.models import User
 from mercato.platform.context import Services
 
 POSTGRES_URL = os.environ.get("MERCATO_TEST_POSTGRES_URL")
@@ -191,6 +192,17 @@ async def make_admin(services: Services, client: httpx.AsyncClient) -> dict[str,
         user = await session.get(User, uuid.UUID(tokens["user"]["id"]))
         assert user is not None
         user.role = "admin"
+    await services.cache.delete(f"user:{tokens['user']['id']}")
+    return await login(client, tokens["user"]["email"])
+
+
+async def user_with_role(services: Services, client: httpx.AsyncClient, role: str) -> dict[str, Any]:
+    """A new user given ``role`` directly in the database, signed in again (its login tokens)."""
+    tokens = await register(client)
+    async with services.db.session(write=True) as session:
+        user = await session.get(User, uuid.UUID(tokens["user"]["id"]))
+        assert user is not None
+        user.role = role
     await services.cache.delete(f"user:{tokens['user']['id']}")
     return await login(client, tokens["user"]["email"])
 

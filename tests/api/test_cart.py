@@ -282,6 +282,28 @@ async def test_unknown_inactive_and_deleted_products_are_404(
     assert await count(services, Cart) == 0
 
 
+async def test_a_variant_priced_below_zero_sells_at_zero_as_the_catalog_shows_it(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """API.md "Catalog": a variant costs the product's price plus its modifier, never below zero — in the cart too,
+    also after the product's price drops below the discount."""
+    mug = await product(
+        client,
+        admin,
+        price="5.00",
+        stock=None,
+        variants=[{"sku": "MUG-B", "name": "B", "price_modifier": "-2.00", "stock": 4}],
+    )
+    variant = mug["variants"][0]["id"]
+    user = bearer(await register(client))
+    assert (await add(client, mug["id"], 1, variant_id=variant, headers=user)).json()["subtotal"] == "3.00"
+    cheaper = await client.patch(f"/api/v1/products/{mug['id']}", json={"price": "1.00"}, headers=admin)
+    assert cheaper.status_code == 200 and cheaper.json()["variants"][0]["price"] == "0.00"
+    cart = await client.get("/api/v1/cart", headers=user)
+    assert cart.status_code == 200, cart.text
+    assert (cart.json()["items"][0]["unit_price"], cart.json()["total"]) == ("0.00", "0.00")
+
+
 async def test_variants_are_sold_by_variant(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

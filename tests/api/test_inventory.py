@@ -15,13 +15,12 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from mercato.errors import Conflict, ValidationFailed
-from mercato.identity.models import User
 from mercato.inventory import service as inventory
 from mercato.inventory.errors import InsufficientStock
 from mercato.inventory.models import InventoryHistory, InventoryItem
 from mercato.platform.context import Services
 from mercato.platform.jobs import Job
-from tests.conftest import bearer, login, make_admin, register
+from tests.conftest import bearer, make_admin, register, user_with_role
 
 INV = "/api/v1/inventory"
 P = "/api/v1/products"
@@ -38,16 +37,6 @@ async def admin_tokens(services: Services, client: httpx.AsyncClient) -> dict[st
 @pytest.fixture
 def admin(admin_tokens: dict[str, Any]) -> dict[str, str]:
     return bearer(admin_tokens)
-
-
-async def user_with_role(services: Services, client: httpx.AsyncClient, role: str) -> dict[str, Any]:
-    tokens = await register(client)
-    async with services.db.session(write=True) as session:
-        user = await session.get(User, uuid.UUID(tokens["user"]["id"]))
-        assert user is not None
-        user.role = role
-    await services.cache.delete(f"user:{tokens['user']['id']}")
-    return await login(client, tokens["user"]["email"])
 
 
 async def create(client: httpx.AsyncClient, who: dict[str, str], **fields: Any) -> dict[str, Any]:

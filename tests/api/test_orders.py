@@ -18,7 +18,7 @@ from mercato.orders.models import Order, OrderEvent
 from mercato.platform import clock
 from mercato.platform.context import Services
 from mercato.promotions.models import Coupon
-from tests.conftest import bearer, make_admin, register, sent_mail
+from tests.conftest import bearer, make_admin, register, sent_mail, user_with_role
 
 ORDERS = "/api/v1/orders"
 ADDRESS = {
@@ -117,6 +117,62 @@ async def test_customer_places_an_order_from_the_cart(
     await client.patch(f"/api/v1/products/{pid}", json={"price": "25.00"}, headers=admin)
     again = (await client.get(f"{ORDERS}/{order['id']}", headers=headers)).json()
     assert again["items"][0]["unit_price"] == "19.99" and again["total"] == "39.98"
+
+
+async def test_sales_staff_read_orders_but_only_the_customer_or_an_admin_changes_them(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """API.md: PATCH and DELETE /orders/{id} are "C (own), A"; sales staff see every order."""
+    pid = await product(client, admin, stock=5)
+    customer = bearer(await register(client))
+    await add(client, pid, 2, customer)
+    placed = await client.post(ORDERS, json={"shipping_address": ADDRESS, "notes": "as placed"}, headers=customer)
+    assert placed.status_code == 201, placed.text
+    url = f"{ORDERS}/{placed.json()['id']}"
+    sales = bearer(await user_with_role(services, client, "sales"))
+
+    assert (await client.get(url, headers=sales)).status_code == 200
+    for response in (
+        await client.patch(url, json={"notes": "changed by sales"}, headers=sales),
+        await client.delete(url, headers=sales),
+        await client.patch(f"{url}/shipping", json={"shipping_address": {**ADDRESS, "city": "Leeds"}}, headers=sales),
+    ):
+        assert response.status_code == 403, response.text
+    order = (await client.get(url, headers=customer)).json()
+    assert (order["status"], order["notes"], order["shipping_address"]["city"]) == ("pending", "as placed", "London")
+    assert await stock(services, pid) == (5, 2)
+    assert (await client.delete(url, headers=admin)).json()["status"] == "cancelled"
+
+
+async def test_a_variant_reserved_by_an_unpaid_order_cannot_be_deleted(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    created = await client.post(
+        "/api/v1/products",
+        json={
+            "name": "Tee",
+            "price": "10.00",
+            "status": "active",
+            "variants": [{"sku": "T-S", "name": "S", "stock": 3}],
+        },
+        headers=admin,
+    )
+    tee = created.json()
+    variant_url = f"/api/v1/products/{tee['id']}/variants/{tee['variants'][0]['id']}"
+    customer = bearer(await register(client))
+    added = await client.post(
+        "/api/v1/cart/items",
+        json={"product_id": tee["id"], "variant_id": tee["variants"][0]["id"], "quantity": 2},
+        headers=customer,
+    )
+    assert added.status_code == 201, added.text
+    order = (await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=customer)).json()
+
+    refused = await client.delete(variant_url, headers=admin)
+    assert refused.status_code == 409 and refused.json()["type"].endswith("/conflict")
+    assert len((await client.get(f"/api/v1/products/{tee['id']}")).json()["variants"]) == 1
+    assert (await client.delete(f"{ORDERS}/{order['id']}", headers=customer)).json()["status"] == "cancelled"
+    assert (await client.delete(variant_url, headers=admin)).status_code == 204
 
 
 async def test_saved_address_and_address_rules(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
@@ -292,7 +348,18 @@ async def test_notes_events_and_as_of(client: httpx.AsyncClient, admin: dict[str
     before = (datetime.fromisoformat(events[0]["created_at"]) - timedelta(seconds=1)).isoformat()
     assert (await client.get(f"{ORDERS}/{order['id']}", params={"as_of": before}, headers=headers)).status_code == 404
     naive = await client.get(f"{ORDERS}/{order['id']}", params={"as_of": "2026-01-01T00:00:00"}, headers=headers)
-    assert naive.status_code == 422
+    assert naive.status_code == 422 and naive.json()["errors"][0]["loc"] == ["query", "as_of"]
+    for path, params, who in (
+        (ORDERS, {"from": "2026-01-01T00:00:00"}, headers),
+        (ORDERS, {"to": "2026-01-01"}, headers),
+        ("/api/v1/admin/orders", {"from": "2026-01-01T00:00:00"}, admin),
+        ("/api/v1/admin/audit-logs", {"from": "2026-01-01T00:00:00"}, admin),
+    ):
+        unzoned = await client.get(path, params=params, headers=who)
+        assert unzoned.status_code == 422, (path, params, unzoned.text)
+        assert unzoned.json()["errors"][0]["loc"] == ["query", next(iter(params))]
+    zoned = await client.get(ORDERS, params={"from": "2026-01-01T00:00:00Z"}, headers=headers)
+    assert zoned.status_code == 200 and zoned.json()["pagination"]["total"] == 1
 
 
 async def test_unpaid_order_expires_and_releases_stock(

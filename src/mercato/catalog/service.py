@@ -33,7 +33,7 @@ from mercato.catalog.schemas import (
     product_json,
 )
 from mercato.db.queries import Paged
-from mercato.errors import DomainError, Forbidden, NotFound, ValidationFailed
+from mercato.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.inventory import service as inventory_service
@@ -428,11 +428,23 @@ async def update_variant(
 
 
 async def delete_variant(session: AsyncSession, principal: Principal, id_or_slug: str, variant_id: uuid.UUID) -> None:
-    """Remove a variant and its stock row."""
+    """Remove a variant and its stock row.
+
+    Raises:
+        NotFound: no such variant of the product.
+        Conflict: units of the variant are reserved by unpaid orders (their cancellation, expiry and payment
+            need its stock row); try again once they are paid, cancelled or expired.
+    """
     product = await _owned_product(session, principal, id_or_slug)
     variant = next((v for v in product.variants if v.id == variant_id), None)
     if variant is None:
         raise NotFound("No such variant.")
+    level = (await inventory_service.levels(session, [product.id])).get((product.id, variant_id))
+    if level is not None and level.reserved > 0:
+        raise Conflict(
+            f"{level.reserved} unit(s) of this variant are reserved by unpaid orders; delete it once they are paid,"
+            " cancelled or expired."
+        )
     product.variants.remove(variant)
     product.updated_at = clock.now()
     await session.flush()

@@ -16,6 +16,7 @@ from sqlalchemy import and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.catalog.models import Product, ProductStatus, ProductVariant
+from mercato.catalog.rules import variant_price
 from mercato.errors import NotFound, ValidationFailed
 from mercato.inventory import service as inventory
 from mercato.inventory.models import InventoryItem
@@ -100,8 +101,8 @@ async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict
             )
         elif (chosen := own_variants.get(variant_id)) is not None:
             units[(product_id, variant_id)] = Unit(
-                product_id, variant_id, f"{name} – {chosen[7]}", chosen[8], price + chosen[9], _available(chosen),
-                weight_grams, vendor_id,
+                product_id, variant_id, f"{name} – {chosen[7]}", chosen[8], variant_price(price, chosen[9]),
+                _available(chosen), weight_grams, vendor_id,
             )  # fmt: skip
     return units
 

@@ -6,10 +6,10 @@ Guests read and cancel their order with the ``X-Order-Token`` header they got wh
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from pydantic import AwareDatetime
 
 from mercato.cart.deps import CartOwnerDep
 from mercato.catalog.errors import ProductNotFound
@@ -48,8 +48,12 @@ OrderToken = Annotated[
     ),
 ]
 StatusQuery = Annotated[OrderStatus | None, Query(description="Only orders in this status")]
-FromQuery = Annotated[datetime | None, Query(alias="from", description="Placed at or after (RFC 3339)")]
-ToQuery = Annotated[datetime | None, Query(alias="to", description="Placed at or before (RFC 3339)")]
+FromQuery = Annotated[
+    AwareDatetime | None, Query(alias="from", description="Placed at or after (RFC 3339, timezone required)")
+]
+ToQuery = Annotated[
+    AwareDatetime | None, Query(alias="to", description="Placed at or before (RFC 3339, timezone required)")
+]
 NOT_FOUND = problems(OrderNotFound)
 
 
@@ -121,11 +125,9 @@ async def get_order(
     session: ReadSessionDep,
     principal: OptionalPrincipal,
     order_token: OrderToken = None,
-    as_of: Annotated[datetime | None, Query(description="RFC 3339 instant; timezone required")] = None,
+    as_of: Annotated[AwareDatetime | None, Query(description="RFC 3339 instant; timezone required")] = None,
 ) -> OrderRead:
     if as_of is not None:
-        if as_of.tzinfo is None:
-            raise ValidationFailed("as_of needs a timezone (e.g. Z).", loc=["query", "as_of"])
         return await service.order_as_of(session, principal, order_id, as_of, order_token=order_token)
     return OrderRead.model_validate(await service.get_order(session, principal, order_id, order_token=order_token))
 

@@ -21,7 +21,7 @@ from mercato.cart import service as cart_service
 from mercato.cart.deps import CartOwner
 from mercato.catalog.units import require_units
 from mercato.db.queries import Paged
-from mercato.errors import ValidationFailed
+from mercato.errors import Forbidden, ValidationFailed
 from mercato.identity import users_service
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
@@ -294,18 +294,24 @@ async def get_order(
 ) -> Order:
     """The order if the caller may see it: staff, its customer, or a guest with its order token.
 
+    ``lock=True`` is for a caller about to change the order: it takes the order's row lock, and only the order's
+    own customer (or guest with its token) or an admin may go on; sales staff read orders but do not change
+    them (API.md: ``PATCH``/``DELETE /orders/{id}`` are "C (own), A").
+
     Raises:
         OrderNotFound: no such order, or not the caller's (never reveals that it exists).
+        Forbidden: ``lock`` and the caller is staff without the admin role, and not the order's customer.
     """
     order = await repository.order(session, order_id, lock=lock)
-    if order is None or not _may_see(principal, order, order_token):
+    if order is None or not (is_staff(principal) or _owns(principal, order, order_token)):
         raise OrderNotFound(f"No order {order_id}.")
+    if lock and not _owns(principal, order, order_token) and not (principal is not None and principal.is_admin):
+        raise Forbidden("Sales staff may read this order; only its customer or an admin may change it.")
     return order
 
 
-def _may_see(principal: Principal | None, order: Order, order_token: str | None) -> bool:
-    if is_staff(principal):
-        return True
+def _owns(principal: Principal | None, order: Order, order_token: str | None) -> bool:
+    """The caller is the order's customer, or a guest holding its order token."""
     if principal is not None and principal.user_id is not None and principal.user_id == order.user_id:
         return True
     return bool(

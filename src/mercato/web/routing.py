@@ -1,10 +1,12 @@
 """``include_flat``: add a router's routes to the app as plain routes.
 
 FastAPI's ``include_router`` (since 0.138) keeps each included router as a nested branch that it walks twice per
-request (to match, then to handle) and re-checks for changes on every walk: with Mercato's ~150 routes that cost
-~0.8 ms of CPU per request before the endpoint ran (``bench/profile_app.py``; a flat route table: ~0.1–0.5 ms).
-Copying the routes into the app's own table, with the prefix and dependencies an include would add, gives the
-same routes, the same OpenAPI document and the same behaviour, matched in one pass.
+request (to match, then to handle), checking on every walk whether the branch changed. With Mercato's ~250 routes
+that cost up to ~0.8 ms of CPU per request before the endpoint ran (measured in-process, calling the ASGI app
+directly: a path matched by no route, which walks the whole table twice, took 810 µs nested and 470 µs flat; a
+route near the front of the flat table costs a few µs to find). Copying the routes into the app's own table,
+with the prefix and dependencies an include would add, gives the same routes, the same OpenAPI document and the
+same behaviour (``tests/unit/test_routing.py``), matched in one pass.
 """
 
 from __future__ import annotations
