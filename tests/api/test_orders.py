@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mercato.cart.models import CartItem
+from mercato.catalog.models import Product
 from mercato.inventory.models import InventoryItem
 from mercato.orders.models import Order, OrderEvent
 from mercato.platform import clock
@@ -385,6 +386,49 @@ async def test_unpaid_order_expires_and_releases_stock(
     assert (expired["status"], expired["cancel_reason"]) == ("cancelled", "expired")
     assert await stock(services, pid) == (2, 0)
     assert await count(services, OrderEvent, OrderEvent.type == "order.cancelled", OrderEvent.actor_id.is_(None)) == 1
+
+
+async def test_popularity_counts_units_sold_in_the_last_30_days(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """API.md "Catalog": sort=popularity is units sold in the last 30 days — a sale counts from its confirmation,
+    a cancelled sale stops counting, and a sale leaves the count 30 days later."""
+    never = await product(client, admin, stock=5)
+    seller = await product(client, admin, stock=9)
+    other = await product(client, admin, stock=9)
+
+    async def sell(pid: str, quantity: int) -> str:
+        customer = bearer(await register(client))
+        await add(client, pid, quantity, customer)
+        order = (await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=customer)).json()
+        confirmed = await client.post(f"{ORDERS}/{order['id']}/confirm", json={}, headers=admin)
+        assert confirmed.status_code == 200, confirmed.text
+        return str(order["id"])
+
+    async def ranking() -> list[str]:
+        listed = await client.get("/api/v1/products", params={"sort": "-popularity", "limit": 3})
+        return [p["id"] for p in listed.json()["data"]]
+
+    async def units_sold() -> dict[str, int]:
+        async with services.db.session(write=False) as session:
+            rows = (await session.execute(select(Product.id, Product.units_sold_30d))).all()
+        return {str(product_id): sold for product_id, sold in rows}
+
+    await sell(seller, 3)
+    cancelled = await sell(other, 4)
+    assert (await ranking())[:2] == [other, seller]
+    assert await units_sold() == {never: 0, seller: 3, other: 4}
+    assert (await client.delete(f"{ORDERS}/{cancelled}", headers=admin)).status_code == 200
+    assert (await ranking())[0] == seller
+    assert await units_sold() == {never: 0, seller: 3, other: 0}
+
+    later = datetime.now(UTC) + timedelta(days=31)
+    clock.set_clock(lambda: later)
+    try:
+        await services.jobs.run_due()
+    finally:
+        clock.set_clock(None)
+    assert await units_sold() == {never: 0, seller: 0, other: 0}
 
 
 async def test_staff_channel_orders_and_listings(

@@ -1,4 +1,5 @@
-"""Job handlers of the inventory domain: the low-stock warning (API.md "Inventory", ``GET /inventory/low-stock``).
+"""Job handlers of the inventory domain: the low-stock warning (API.md "Inventory", ``GET /inventory/low-stock``)
+and the popularity recount when a sale leaves the 30-day window.
 
 Imported by the inventory router (so the server's runner knows it) and belongs in ``mercato/handlers.py`` for
 ``mercato worker`` processes.
@@ -6,11 +7,13 @@ Imported by the inventory router (so the server's runner knows it) and belongs i
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from mercato.inventory.service import LOW_STOCK_JOB
+from mercato.inventory import service
+from mercato.inventory.service import LOW_STOCK_JOB, POPULARITY_JOB
 from mercato.platform import jobs
 
 if TYPE_CHECKING:
@@ -32,3 +35,11 @@ async def low_stock(services: Services, payload: dict[str, Any]) -> None:
         available=payload.get("available"),
         reorder_point=payload.get("reorder_point"),
     )
+
+
+@jobs.handler(POPULARITY_JOB)
+async def recount_popularity(services: Services, payload: dict[str, Any]) -> None:
+    """Recount ``units_sold_30d`` of ``payload["product_ids"]`` once a sale has left the 30-day window.
+    Idempotent (a recount from the stock history)."""
+    async with services.db.session(write=True) as session:
+        await service.recount_sold(session, [uuid.UUID(value) for value in payload["product_ids"]])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     exists,
     func,
     or_,
@@ -255,3 +257,27 @@ async def list_history(
     ordered = query.order_by(InventoryHistory.created_at.desc(), InventoryHistory.id.desc())
     items = (await session.execute(ordered.limit(limit).offset((page - 1) * limit))).scalars().all()
     return Paged(list(items), int(total or 0), page, limit)
+
+
+#: Stock history reasons that count in ``units_sold_30d``: sales (negative on-hand deltas) and their returns.
+SALE_REASONS = ("order.paid", "order.confirmed", "order.cancelled", "order.refunded")
+
+
+async def recount_sold(session: AsyncSession, product_ids: Sequence[uuid.UUID], *, since: datetime) -> None:
+    """``units_sold_30d`` := max(0, units sold since ``since`` less units returned since then), per product, from
+    the stock history (one ``UPDATE``)."""
+    if not product_ids:
+        return
+    net = (
+        select(func.coalesce(-func.sum(InventoryHistory.delta), 0))
+        .where(
+            InventoryHistory.product_id == Product.id,
+            InventoryHistory.reason.in_(SALE_REASONS),
+            InventoryHistory.created_at >= since,
+        )
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(Product).where(Product.id.in_(product_ids)).values(units_sold_30d=case((net > 0, net), else_=0)),
+        execution_options={"synchronize_session": False},
+    )

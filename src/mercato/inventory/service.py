@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,11 @@ from mercato.platform import clock, jobs, request_context
 
 #: The durable job enqueued when a unit falls to or below its reorder point (see ``inventory/handlers.py``).
 LOW_STOCK_JOB = "inventory.low_stock"
+#: The durable job that recounts products' units sold once a sale leaves the 30-day window (payload
+#: ``{"product_ids": ["<uuid>", ...]}``).
+POPULARITY_JOB = "inventory.popularity"
+#: How far back ``units_sold_30d`` (``sort=popularity``) counts (API.md "Catalog": units sold in the last 30 days).
+POPULARITY_WINDOW = timedelta(days=30)
 #: ``(product_id, variant_id, quantity)``: ``variant_id`` None for a product without variants; quantity > 0.
 StockUnit = tuple[uuid.UUID, uuid.UUID | None, int]
 
@@ -251,6 +257,7 @@ async def commit(
         if counts is None:
             raise Conflict(f"Cannot sell {n} unit(s) of {_name(product_id, variant_id)}: fewer are reserved.")
         _moved(session, product_id, variant_id, counts, -n, -n, reason, reference, actor_id)
+    await _recount_sold(session, units)
 
 
 async def restock(
@@ -271,6 +278,7 @@ async def restock(
     for product_id, variant_id, n in _merged(units):
         counts = await _add(session, product_id, variant_id, n)
         _moved(session, product_id, variant_id, counts, n, 0, reason, reference, actor_id)
+    await _recount_sold(session, units)
 
 
 async def adjust(
@@ -472,6 +480,26 @@ async def _add(
             on_hand - reserved,
         )
     raise Conflict(f"On hand cannot exceed {repository.MAX_ON_HAND} units.")
+
+
+async def recount_sold(session: AsyncSession, product_ids: Iterable[uuid.UUID]) -> None:
+    """Set ``units_sold_30d`` of these products to their units sold in the last 30 days, from the stock history:
+    units committed by payments and staff confirmations, less units that came back through cancellations and
+    refunds (never below 0). API.md "Catalog": popularity = units sold in the last 30 days."""
+    await session.flush()
+    await repository.recount_sold(session, sorted(set(product_ids)), since=clock.now() - POPULARITY_WINDOW)
+
+
+async def _recount_sold(session: AsyncSession, units: Iterable[StockUnit]) -> None:
+    """A sale (or its return) moves its products' popularity now, and again when it leaves the window."""
+    product_ids = sorted({product_id for product_id, _, _ in _merged(units)})
+    await recount_sold(session, product_ids)
+    jobs.enqueue(
+        session,
+        POPULARITY_JOB,
+        {"product_ids": [str(product_id) for product_id in product_ids]},
+        run_at=clock.now() + POPULARITY_WINDOW + timedelta(seconds=1),
+    )
 
 
 def _moved(
