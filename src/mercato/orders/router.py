@@ -158,8 +158,10 @@ async def order_events(
     "/{order_id}",
     response_model=OrderRead,
     summary="Change an order's notes",
-    description="Customers while the order is pending (else 409 `invalid-transition`); staff at any time.",
-    responses=NOT_FOUND | problems(InvalidTransition),
+    description=(
+        "Customers while the order is pending (else 409 `invalid-transition`); admins at any time; sales staff get 403."
+    ),
+    responses=NOT_FOUND | problems(InvalidTransition, Forbidden),
 )
 @router.put("/{order_id}", response_model=OrderRead, include_in_schema=False)
 async def update_order(
@@ -182,7 +184,7 @@ async def update_order(
         "the coupon use is given back, `order.cancelled` is appended, and a captured payment is refunded in full "
         "right after. 200 with the cancelled order."
     ),
-    responses=NOT_FOUND | problems(InvalidTransition),
+    responses=NOT_FOUND | problems(InvalidTransition, Forbidden),
 )
 async def cancel_order(
     order_id: uuid.UUID,

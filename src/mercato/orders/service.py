@@ -374,7 +374,8 @@ async def update_notes(
     *,
     order_token: str | None,
 ) -> Order:
-    """Change the order's notes: its customer while it is pending, staff at any time; appends ``order.updated``.
+    """Change the order's notes: its customer while it is pending, an admin at any time (sales staff only read
+    it); appends ``order.updated``.
 
     Raises:
         OrderNotFound: not the caller's order.

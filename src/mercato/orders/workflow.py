@@ -219,7 +219,7 @@ async def change_shipping_address(
     order_token: str | None,
 ) -> Order:
     """Send the order elsewhere while it is pending or processing (its customer, a guest with the order token, or
-    staff). The address is checked as at placement; the shipping method and the totals stay as placed. Appends
+    an admin). The address is checked as at placement; the shipping method and the totals stay as placed. Appends
     ``order.updated`` with the new address (nothing when it is unchanged or left out).
 
     Raises:

@@ -146,9 +146,10 @@ async def get_shipping(
     description=(
         "While the order is `pending` or `processing` (then 409 `invalid-transition`): the address is checked as "
         "at placement (422 for a postal code that does not fit the country); the shipping method and the totals "
-        "stay as placed. Appends `order.updated`. For the order's customer, a guest with `X-Order-Token`, and staff."
+        "stay as placed. Appends `order.updated`. For the order's customer, a guest with `X-Order-Token`, and admins "
+        "(sales staff get 403)."
     ),
-    responses=problems(OrderNotFound, InvalidTransition, ValidationFailed),
+    responses=problems(OrderNotFound, InvalidTransition, ValidationFailed, Forbidden),
 )
 @router.put("/{order_id}/shipping", response_model=OrderShippingRead, include_in_schema=False)
 async def update_shipping(
