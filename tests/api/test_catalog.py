@@ -192,6 +192,20 @@ async def test_list_filters_sorting_and_pagination(client: httpx.AsyncClient, ad
     assert (await client.get(P, params={"category_id": str(uuid.uuid4())})).status_code == 404
 
 
+async def test_text_filters_fold_case_beyond_ascii(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """`q` and `brand` match whatever the case of accented letters, on SQLite as on PostgreSQL."""
+    await create(client, admin, name="Écharpe laine", brand="Élan", price="30.00")
+    await create(client, admin, name="Bonnet", brand="Other", price="10.00")
+
+    async def names(**params: str) -> list[str]:
+        response = await client.get(P, params=params)
+        assert response.status_code == 200, response.text
+        return [p["name"] for p in response.json()["data"]]
+
+    for params in ({"q": "Écharpe"}, {"q": "écharpe"}, {"q": "ÉCHARPE"}, {"brand": "élan"}, {"brand": "ÉLAN"}):
+        assert await names(**params) == ["Écharpe laine"], params
+
+
 async def test_in_stock_filter_with_products_sold_by_variant_in_the_catalog(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

@@ -104,6 +104,11 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+def _lower(value: Any) -> Any:
+    """SQL ``lower(value)`` with Unicode case folding as PostgreSQL does it (NULL and non-text pass through)."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
@@ -111,6 +116,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         one_hop(dbapi_connection)  # one hand-off to aiosqlite's thread per statement (see db/sqlite_cursor.py)
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        # SQLite's own lower() folds ASCII letters only ("Écharpe" stays "Écharpe"), PostgreSQL's folds every
+        # letter: with Python's str.lower in its place, case-insensitive filters (q, brand, email) match the same
+        # rows on both databases. No SQLite index is built on lower(), so none goes stale.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         for pragma in (
             "PRAGMA journal_mode=WAL",
