@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mercato.db.base import Base, TimestampMixin, uuid_pk
@@ -48,12 +48,20 @@ class Product(TimestampMixin, Base):
     slugs to values, ``specifications`` is free-form key/value data, ``tags`` a list of words."""
 
     __tablename__ = "products"
-    # The public listing filters on (status, deleted_at IS NULL) and sorts by one column, ties broken by id:
-    # these indexes hand the rows over already in order, so a page reads `limit` index entries, not the catalog.
-    __table_args__ = (
-        Index("ix_products_listing_created_at", "status", "deleted_at", "created_at", "id"),
-        Index("ix_products_listing_price", "status", "deleted_at", "price", "id"),
-        Index("ix_products_listing_name", "status", "deleted_at", "name", "id"),
+    # The public listing filters on status among live products (deleted_at IS NULL) and sorts by one column, ties
+    # broken by id: these partial indexes hand the rows over already in order, so a page reads `limit` index
+    # entries, not the catalog. Partial, because PostgreSQL does not take `deleted_at IS NULL` as fixing the
+    # column's value: with deleted_at inside the index it sorted every live product instead.
+    __table_args__ = tuple(
+        Index(
+            f"ix_products_live_{column}",
+            "status",
+            column,
+            "id",
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        )
+        for column in ("created_at", "price", "name")
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
