@@ -270,6 +270,57 @@ async def test_change_email_takes_effect_when_verified(client: httpx.AsyncClient
     await login(client, "new@example.com")
 
 
+async def test_an_email_or_password_change_voids_reset_links_already_sent(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """A reset link mailed to the old address must not take the account over after the email changed, nor after
+    the password changed."""
+    tokens = await register(client, "before@example.com")
+
+    async def reset_link(address: str) -> str:
+        await client.post("/api/v1/auth/forgot-password", json={"email": address})
+        mails = [m for m in await sent_mail(services, address) if m["Subject"] == "Reset your password"]
+        return token_from(mails[-1])
+
+    stale = await reset_link("before@example.com")
+    await client.post(
+        "/api/v1/auth/change-email",
+        headers=bearer(tokens),
+        json={"password": STRONG_PASSWORD, "new_email": "after@example.com"},
+    )
+    change = (await sent_mail(services, "after@example.com"))[0]
+    assert (await client.post("/api/v1/auth/verify-email", json={"token": token_from(change)})).status_code == 200
+    taken_over = await client.post("/api/v1/auth/reset-password", json={"token": stale, "password": "attacker-pass-91"})
+    assert taken_over.status_code == 401
+
+    stale = await reset_link("after@example.com")
+    changed = await client.post(
+        "/api/v1/auth/change-password",
+        headers=bearer(tokens),
+        json={"current_password": STRONG_PASSWORD, "new_password": "brand-new-pass-55"},
+    )
+    assert changed.status_code == 200
+    replay = await client.post("/api/v1/auth/reset-password", json={"token": stale, "password": "attacker-pass-91"})
+    assert replay.status_code == 401
+    await login(client, "after@example.com", "brand-new-pass-55")
+
+
+async def test_a_new_password_is_never_the_accounts_email(client: httpx.AsyncClient, services: Services) -> None:
+    address = "same-as-pass@example.com"
+    tokens = await register(client, address)
+    own_email = await client.post(
+        "/api/v1/auth/change-password",
+        headers=bearer(tokens),
+        json={"current_password": STRONG_PASSWORD, "new_password": address},
+    )
+    assert own_email.status_code == 422 and own_email.json()["errors"][0]["loc"] == ["body", "new_password"]
+    await client.post("/api/v1/auth/forgot-password", json={"email": address})
+    mail = next(m for m in await sent_mail(services, address) if m["Subject"] == "Reset your password")
+    reset = await client.post("/api/v1/auth/reset-password", json={"token": token_from(mail), "password": address})
+    assert reset.status_code == 422 and reset.json()["errors"][0]["loc"] == ["body", "password"]
+    await login(client, address)  # the password did not change
+
+
 def _forge(services: Services, **changes) -> str:
     now = int(time.time())
     claims = {

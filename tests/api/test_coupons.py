@@ -635,3 +635,22 @@ async def test_validate_without_subtotal_uses_the_callers_cart(
     assert client.cookies.get("mercato_cart")
     guest = await client.post(f"{C}/TEN/validate")
     assert (guest.json()["valid"], guest.json()["subtotal"], guest.json()["discount"]) == (True, "90.00", "9.00")
+
+
+async def test_per_customer_limit_counts_a_guest_use_under_the_same_email(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """A coupon limited to one use per customer, used as a guest with an email, is used up for the account that
+    later signs in with that email (and the other way round)."""
+    await create(client, admin, code="ONCE", per_user_limit=1)
+    account = await register(client, "shopper@example.com")
+    user_id = uuid.UUID(account["user"]["id"])
+    await redeem_once(services, "ONCE", email="Shopper@Example.com")
+    with pytest.raises(CouponInvalid) as raised:
+        await redeem_once(services, "ONCE", user_id=user_id, email="shopper@example.com")
+    assert raised.value.reason == "per_user_exhausted"
+    await create(client, admin, code="TWICE", per_user_limit=1)
+    await redeem_once(services, "TWICE", user_id=user_id, email="shopper@example.com")
+    with pytest.raises(CouponInvalid):
+        await redeem_once(services, "TWICE", email="SHOPPER@example.com")
+    assert (await stored(services, "ONCE")).used_count == 1 and (await stored(services, "TWICE")).used_count == 1

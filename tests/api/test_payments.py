@@ -98,6 +98,34 @@ async def test_paying_with_tok_visa_moves_the_order_to_processing_and_commits_st
     assert await count(services, LedgerEntry) == 1 and await money_problems(services) == []
 
 
+async def test_api_keys_read_payments_as_their_role_allows(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """API.md: GET /payments is "C (own), A": an admin API key reads every payment; a sales key, which has no
+    payments of its own, reads none — not even a guest's, whose payment has no user either."""
+    order, headers, _ = await placed(client, admin)
+    paid = (await pay(client, order["id"], headers)).json()
+    client.cookies.clear()  # now a guest's browser
+    guest = await client.post("/api/v1/cart/items", json={"product_id": order["items"][0]["product_id"], "quantity": 1})
+    assert guest.status_code == 201, guest.text
+    guest_order = (
+        await client.post("/api/v1/orders", json={"email": "g@example.com", "shipping_address": ADDRESS})
+    ).json()
+    guest_paid = await pay(client, guest_order["id"], {"X-Order-Token": guest_order["order_token"]})
+    assert guest_paid.status_code == 201, guest_paid.text
+
+    async def key(role: str) -> dict[str, str]:
+        created = await client.post("/api/v1/admin/api-keys", headers=admin, json={"name": role, "role": role})
+        return {"X-API-Key": created.json()["key"]}
+
+    admin_key, sales_key = await key("admin"), await key("sales")
+    client.cookies.clear()
+    assert (await client.get(f"{PAYMENTS}/{paid['id']}", headers=admin_key)).json()["amount"] == "40.00"
+    assert (await client.get(PAYMENTS, headers=admin_key)).json()["pagination"]["total"] == 2
+    assert (await client.get(f"{PAYMENTS}/{guest_paid.json()['id']}", headers=sales_key)).status_code == 404
+    assert (await client.get(PAYMENTS, headers=sales_key)).status_code == 403
+
+
 @pytest.mark.parametrize(
     ("token", "reason"),
     [("tok_chargeDeclined", "card_declined"), ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds")],

@@ -258,7 +258,7 @@ async def forgot_password(
 async def reset_password(body: ResetPasswordRequest, session: SessionDep) -> UserRead:
     """Tokens are single-use and expire after one hour (invitations: 72 hours). Every session is revoked."""
     password_hash = await passwords.hash_password(body.password)
-    return UserRead.model_validate(await auth_service.reset_password(session, body.token, password_hash))
+    return UserRead.model_validate(await auth_service.reset_password(session, body.token, body.password, password_hash))
 
 
 @router.post(
@@ -275,7 +275,7 @@ async def change_password(
     if not await auth_service.password_matches(read_session, user.user_id, body.current_password):
         raise InvalidCredentials("The current password is wrong.")
     password_hash = await passwords.hash_password(body.new_password)
-    return UserRead.model_validate(await auth_service.change_password(session, user, password_hash))
+    return UserRead.model_validate(await auth_service.change_password(session, user, body.new_password, password_hash))
 
 
 @router.post(

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
 from mercato.db.engine import after_commit
-from mercato.errors import NotFound
-from mercato.identity import emails, passwords, repository, tokens
+from mercato.errors import NotFound, ValidationFailed
+from mercato.identity import emails, passwords, repository, rules, tokens
 from mercato.identity.errors import EmailTaken, InvalidCredentials, InvalidToken
 from mercato.identity.models import AuthSession, RefreshToken, Role, TokenPurpose, User, UserToken
 from mercato.identity.principal import Principal
@@ -228,6 +228,8 @@ async def verify_email(session: AsyncSession, token: str) -> User:
             actor_id=user.id,
         )
         user.email = new_email
+        # a reset link sent to the old address must not take over the account any more
+        await _expire_emailed_tokens(session, user.id, now)
     user.email_verified = True
     user.updated_at = now
     await session.flush()
@@ -244,17 +246,21 @@ async def forgot_password(session: AsyncSession, email: str) -> None:
     emails.password_reset(session, user.email, _new_user_token(session, user, TokenPurpose.reset_password, RESET_TTL))
 
 
-async def reset_password(session: AsyncSession, token: str, password_hash: str) -> User:
-    """Consume a reset (or invitation) token, set the new password and revoke every session.
+async def reset_password(session: AsyncSession, token: str, password: str, password_hash: str) -> User:
+    """Consume a reset (or invitation) token, set the new password (``password_hash``, the hash of ``password``)
+    and revoke every session and every other emailed token.
 
     Raises:
         InvalidToken: unknown, used or expired token.
+        ValidationFailed: ``password`` is the account's email address (field ``password``).
     """
     now = clock.now()
     used = await repository.use_user_token(session, tokens.digest(token), TokenPurpose.reset_password, now)
     user = await repository.user_by_id(session, used.user_id) if used else None
     if used is None or user is None:
         raise InvalidToken("This reset link is invalid or has expired.")
+    _check_new_password(password, user.email, "password")
+    await _expire_emailed_tokens(session, user.id, now)
     user.password_hash = password_hash
     user.email_verified = True  # the token arrived at this address
     user.updated_at = now
@@ -270,17 +276,37 @@ async def password_matches(session: AsyncSession, user_id: uuid.UUID, password: 
     return user is not None and await passwords.verify_password(user.password_hash, password)
 
 
-async def change_password(session: AsyncSession, principal: Principal, password_hash: str) -> User:
-    """Set a new password (already verified and hashed by the caller) and revoke the caller's other sessions."""
+async def change_password(session: AsyncSession, principal: Principal, password: str, password_hash: str) -> User:
+    """Set a new password (``password_hash``, the hash of ``password``; the current password already checked by
+    the caller), revoke the caller's other sessions and every emailed reset or email-change link.
+
+    Raises:
+        ValidationFailed: ``password`` is the account's email address (field ``new_password``).
+    """
     assert principal.user_id is not None
     user = await repository.user_by_id(session, principal.user_id)
     if user is None:
         raise InvalidToken("The account no longer exists.")
+    _check_new_password(password, user.email, "new_password")
+    await _expire_emailed_tokens(session, user.id, clock.now())
     user.password_hash = password_hash
     user.updated_at = clock.now()
     await _revoke_all(session, user.id, "password_changed", keep=principal.session_id)
     emails.password_changed(session, user.email)
     return user
+
+
+def _check_new_password(password: str, email: str, field: str) -> None:
+    """API.md "Auth": a password is never the account's email (the request schemas check the rest)."""
+    problem = rules.password_problem(password, email)
+    if problem:
+        raise ValidationFailed(problem, field=field)
+
+
+async def _expire_emailed_tokens(session: AsyncSession, user_id: uuid.UUID, now: datetime) -> None:
+    """Expire every outstanding reset and email-change link of the user (after a password or email change)."""
+    for purpose in (TokenPurpose.reset_password, TokenPurpose.change_email):
+        await repository.expire_user_tokens(session, user_id, purpose, now)
 
 
 async def request_email_change(session: AsyncSession, principal: Principal, new_email: str) -> None:

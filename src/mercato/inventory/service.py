@@ -252,12 +252,13 @@ async def commit(
         Conflict: fewer than ``n`` units of a unit are reserved.
         ValidationFailed: a quantity is not positive.
     """
-    for product_id, variant_id, n in _merged(units):
+    merged = _merged(units)
+    for product_id, variant_id, n in merged:
         counts = await repository.commit_sale(session, product_id, variant_id, n)
         if counts is None:
             raise Conflict(f"Cannot sell {n} unit(s) of {_name(product_id, variant_id)}: fewer are reserved.")
         _moved(session, product_id, variant_id, counts, -n, -n, reason, reference, actor_id)
-    await _recount_sold(session, units)
+    await _recount_sold(session, merged)
 
 
 async def restock(
@@ -275,10 +276,11 @@ async def restock(
         Conflict: the count would pass the ceiling of 1,000,000,000 units.
         ValidationFailed: a quantity is not positive.
     """
-    for product_id, variant_id, n in _merged(units):
+    merged = _merged(units)
+    for product_id, variant_id, n in merged:
         counts = await _add(session, product_id, variant_id, n)
         _moved(session, product_id, variant_id, counts, n, 0, reason, reference, actor_id)
-    await _recount_sold(session, units)
+    await _recount_sold(session, merged)
 
 
 async def adjust(
@@ -490,9 +492,9 @@ async def recount_sold(session: AsyncSession, product_ids: Iterable[uuid.UUID]) 
     await repository.recount_sold(session, sorted(set(product_ids)), since=clock.now() - POPULARITY_WINDOW)
 
 
-async def _recount_sold(session: AsyncSession, units: Iterable[StockUnit]) -> None:
+async def _recount_sold(session: AsyncSession, units: list[StockUnit]) -> None:
     """A sale (or its return) moves its products' popularity now, and again when it leaves the window."""
-    product_ids = sorted({product_id for product_id, _, _ in _merged(units)})
+    product_ids = sorted({product_id for product_id, _, _ in units})
     await recount_sold(session, product_ids)
     jobs.enqueue(
         session,

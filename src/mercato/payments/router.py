@@ -39,7 +39,7 @@ from mercato.payments.schemas import (
 )
 from mercato.platform.context import Services
 from mercato.web import idempotency
-from mercato.web.deps import CurrentUser, OptionalPrincipal, ReadSessionDep, SessionDep, require
+from mercato.web.deps import CurrentPrincipal, CurrentUser, OptionalPrincipal, ReadSessionDep, SessionDep, require
 from mercato.web.idempotency import IdempotencyDep
 from mercato.web.pagination import Page, PageDep, page_of
 from mercato.web.problems import problems
@@ -100,7 +100,7 @@ async def list_payments(
     request: Request,
     response: Response,
     session: ReadSessionDep,
-    principal: CurrentUser,
+    principal: CurrentPrincipal,
     paging: PageDep,
     order_id: Annotated[uuid.UUID | None, Query(description="Only this order's payments")] = None,
 ) -> Page[PaymentRead]:
@@ -186,7 +186,7 @@ async def webhook(gateway: str, request: Request) -> WebhookAck:
     description="Your own payment, or any for admins.",
     responses=problems(Unauthorized, PaymentNotFound),
 )
-async def get_payment(payment_id: uuid.UUID, session: ReadSessionDep, principal: CurrentUser) -> PaymentRead:
+async def get_payment(payment_id: uuid.UUID, session: ReadSessionDep, principal: CurrentPrincipal) -> PaymentRead:
     return PaymentRead.model_validate(await service.get_payment(session, principal, payment_id))
 
 

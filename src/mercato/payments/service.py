@@ -525,7 +525,8 @@ async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> Non
 async def get_payment(session: AsyncSession, principal: Principal, payment_id: uuid.UUID) -> Payment:
     """The payment if the caller may see it (its customer, or an admin). Raises :class:`PaymentNotFound`."""
     payment = await repository.payment(session, payment_id)
-    if payment is None or not (is_admin(principal) or payment.user_id == principal.user_id):
+    own = principal.user_id is not None and payment is not None and payment.user_id == principal.user_id
+    if payment is None or not (is_admin(principal) or own):
         raise PaymentNotFound(f"No payment {payment_id}.")
     return payment
 

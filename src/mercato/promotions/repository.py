@@ -119,14 +119,17 @@ async def give_back_use(session: AsyncSession, coupon_id: uuid.UUID) -> None:
 async def active_redemptions(
     session: AsyncSession, coupon_id: uuid.UUID, *, user_id: uuid.UUID | None, email: str | None
 ) -> int:
-    """How many unreleased redemptions of the coupon the user (by ``user_id``) or, for a guest, the ``email``
-    (case-insensitive) holds; 0 when both are None."""
+    """How many unreleased redemptions of the coupon the customer holds: those of ``user_id`` and those made under
+    ``email`` (case-insensitive), so that a use as a guest counts against the same person signed in; 0 when both
+    are None."""
+    conditions: list[ColumnElement[bool]] = []
     if user_id is not None:
-        who: ColumnElement[bool] = CouponRedemption.user_id == user_id
-    elif email:
-        who = func.lower(CouponRedemption.email) == email.strip().lower()
-    else:
+        conditions.append(CouponRedemption.user_id == user_id)
+    if email:
+        conditions.append(func.lower(CouponRedemption.email) == email.strip().lower())
+    if not conditions:
         return 0
+    who = or_(*conditions)
     query = select(func.count()).where(
         CouponRedemption.coupon_id == coupon_id, CouponRedemption.released_at.is_(None), who
     )
