@@ -12,10 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mercato.identity.models import User
 from mercato.platform import clock
 from mercato.platform.context import Services
-from tests.conftest import bearer, login, make_admin, register, sent_mail
+from tests.conftest import bearer, make_admin, register, sent_mail, user_with_role
 
 ORDERS = "/api/v1/orders"
 ADDRESS = {
@@ -76,16 +75,6 @@ def fresh(app: Any) -> httpx.AsyncClient:
     """A client with an empty cookie jar: an anonymous visitor, or a guest's browser."""
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
-
-
-async def with_role(services: Services, client: httpx.AsyncClient, role: str) -> dict[str, str]:
-    tokens = await register(client)
-    async with services.db.session(write=True) as session:
-        user = await session.get(User, uuid.UUID(tokens["user"]["id"]))
-        assert user is not None
-        user.role = role
-    await services.cache.delete(f"user:{tokens['user']['id']}")
-    return bearer(await login(client, tokens["user"]["email"]))
 
 
 async def test_admin_confirms_an_unpaid_order_commits_stock_and_stops_the_reservation_clock(
@@ -337,7 +326,7 @@ async def test_only_admins_move_orders(
     customer = bearer(await register(client))
     order = await place(client, pid, customer, 1)
     oid = order["id"]
-    sales = await with_role(services, client, "sales")
+    sales = bearer(await user_with_role(services, client, "sales"))
     calls: list[tuple[str, str, dict[str, Any] | None]] = [
         ("PUT", "/status", {"status": "processing"}),
         ("POST", "/confirm", None),

@@ -230,50 +230,38 @@ async def count_products(session: AsyncSession, filters: ProductFilter) -> int:
     return int(await session.scalar(_counted(_shape(filters)), filter_params(filters)) or 0)
 
 
-#: A listed product's variants and images: the columns its JSON shows, by product then position.
-_VARIANTS_OF = (
-    select(
-        ProductVariant.id,
-        ProductVariant.product_id,
-        ProductVariant.sku,
-        ProductVariant.name,
-        ProductVariant.options,
-        ProductVariant.price_modifier,
-        ProductVariant.image_url,
+def _of_products(model: type[ProductVariant] | type[ProductImage], *columns: str) -> Select[Any]:
+    """``columns`` of the rows of ``model`` that belong to the products ``:product_ids``, by product then position
+    (built once per model)."""
+    return (
+        select(*(getattr(model, column) for column in ("id", "product_id", *columns)))
+        .where(model.product_id.in_(bindparam("product_ids", expanding=True)))
+        .order_by(model.product_id, model.position, model.id)
     )
-    .where(ProductVariant.product_id.in_(bindparam("product_ids", expanding=True)))
-    .order_by(ProductVariant.product_id, ProductVariant.position, ProductVariant.id)
-)
-_IMAGES_OF = (
-    select(
-        ProductImage.id,
-        ProductImage.product_id,
-        ProductImage.url,
-        ProductImage.thumbnail_url,
-        ProductImage.alt,
-        ProductImage.position,
-        ProductImage.width,
-        ProductImage.height,
-    )
-    .where(ProductImage.product_id.in_(bindparam("product_ids", expanding=True)))
-    .order_by(ProductImage.product_id, ProductImage.position, ProductImage.id)
-)
+
+
+#: A listed product's variants and images: the columns its JSON shows.
+_VARIANTS_OF = _of_products(ProductVariant, "sku", "name", "options", "price_modifier", "image_url")
+_IMAGES_OF = _of_products(ProductImage, "url", "thumbnail_url", "alt", "position", "width", "height")
 
 
 async def variant_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
     """The variants of these products as plain rows (id, product_id, sku, name, options, price_modifier,
     image_url), by product then position (one query)."""
-    if not product_ids:
-        return []
-    return (await session.execute(_VARIANTS_OF, {"product_ids": list(product_ids)})).mappings().all()
+    return await _rows_of(session, _VARIANTS_OF, product_ids)
 
 
 async def image_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
     """The images of these products as plain rows (id, product_id, url, thumbnail_url, alt, position, width,
     height), by product then position (one query)."""
+    return await _rows_of(session, _IMAGES_OF, product_ids)
+
+
+async def _rows_of(session: AsyncSession, query: Select[Any], product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
     if not product_ids:
         return []
-    return (await session.execute(_IMAGES_OF, {"product_ids": list(product_ids)})).mappings().all()
+    rows: Sequence[RowMapping] = (await session.execute(query, {"product_ids": list(product_ids)})).mappings().all()
+    return rows
 
 
 async def deleted_products(session: AsyncSession, *, page: int, limit: int) -> Paged[Product]:
