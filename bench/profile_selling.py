@@ -20,6 +20,7 @@ import asyncio
 import collections
 import cProfile
 import json
+import logging
 import os
 import pstats
 import shutil
@@ -50,24 +51,27 @@ JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class Statements:
-    """Counts the SQL statements run (and the wall time each one took) through the engine's cursor events."""
+    """Counts the SQL statements run (and the wall time each one took) through the cursor events of the
+    engines (on SQLite, reads and writes have one each)."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, *engines: Any) -> None:
         from sqlalchemy import event
 
         self.log: list[tuple[str, float]] = []
         self.on = False
         started: list[float] = []
 
-        @event.listens_for(engine.sync_engine, "before_cursor_execute")
         def before(*_: Any) -> None:
             started.append(time.perf_counter())
 
-        @event.listens_for(engine.sync_engine, "after_cursor_execute")
         def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
             took = time.perf_counter() - started.pop() if started else 0.0
             if self.on:
                 self.log.append((" ".join(statement.split())[:110], took))
+
+        for engine in {id(engine): engine for engine in engines}.values():
+            event.listen(engine.sync_engine, "before_cursor_execute", before)
+            event.listen(engine.sync_engine, "after_cursor_execute", after)
 
 
 def unit_body(unit: dict[str, Any]) -> bytes:
@@ -221,9 +225,11 @@ async def main(args: argparse.Namespace) -> None:
 
         app = create_app(Settings.load())
         services = app.state.services
-        statements = Statements(services.db.engine)
+        statements = Statements(services.db.engine, services.db.write_engine)
         async with app.router.lifespan_context(app):
             import httpx
+
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1" + API) as client:
