@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from mercato.audit.models import AuditLog
-from mercato.identity.models import Address, AuthSession, User
+from mercato.cart.models import Cart
+from mercato.identity.models import Address, AuthSession, OidcIdentity, User
+from mercato.payments.models import PaymentMethod
 from mercato.platform.context import Services
 from tests.conftest import STRONG_PASSWORD, bearer, make_admin, register, sent_mail, token_from
 
@@ -144,9 +146,25 @@ async def test_bad_addresses_are_422_naming_the_field(
 
 
 async def test_delete_account_anonymises_and_signs_out(client: httpx.AsyncClient, services: Services) -> None:
+    admin = await make_admin(services, client)
+    thing = await client.post(
+        "/api/v1/products",
+        headers=bearer(admin),
+        json={"name": "Kept", "price": "5.00", "status": "active", "stock": 3},
+    )
+    bystander = await register(client, "stays@example.com")
     me = await register(client, "gone@example.com", first_name="Gone")
     uid = me["user"]["id"]
     await client.post(f"/api/v1/users/{uid}/addresses", headers=bearer(me), json=ADDRESS)
+    for who in (me, bystander):
+        card = await client.post("/api/v1/payments/methods", headers=bearer(who), json={"payment_token": "tok_visa"})
+        assert card.status_code == 201, card.text
+        added = await client.post(
+            "/api/v1/cart/items", headers=bearer(who), json={"product_id": thing.json()["id"], "quantity": 1}
+        )
+        assert added.status_code in (200, 201), added.text
+    async with services.db.session(write=True) as session:
+        session.add(OidcIdentity(user_id=uuid.UUID(uid), provider="google", subject="g-1", email="gone@example.com"))
     assert (await client.delete(f"/api/v1/users/{uid}", headers=bearer(me))).status_code == 204
     assert (await client.get("/api/v1/auth/me", headers=bearer(me))).status_code == 401
     login = await client.post("/api/v1/auth/login", json={"email": "gone@example.com", "password": STRONG_PASSWORD})
@@ -156,7 +174,13 @@ async def test_delete_account_anonymises_and_signs_out(client: httpx.AsyncClient
     assert user.deleted_at is not None
     assert user.email != "gone@example.com" and user.first_name is None and user.password_hash is None
     assert await rows(services, Address) == 0
-    assert await rows(services, AuthSession, AuthSession.revoked_at.is_(None)) == 0
+    assert await rows(services, OidcIdentity) == 0
+    for model in (PaymentMethod, Cart):  # the bystander's card and cart stay
+        assert await rows(services, model, model.user_id == uuid.UUID(uid)) == 0
+        assert await rows(services, model) == 1
+    assert (
+        await rows(services, AuthSession, AuthSession.revoked_at.is_(None), AuthSession.user_id == uuid.UUID(uid)) == 0
+    )
     assert await rows(services, AuditLog, AuditLog.action == "user.deleted") == 1
     again = await register(client, "gone@example.com")  # the address is free again
     assert again["user"]["id"] != uid

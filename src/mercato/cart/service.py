@@ -365,6 +365,13 @@ async def merge_guest_cart(session: AsyncSession, *, user_id: uuid.UUID, guest_t
     await repository.delete_cart(session, guest.id)
 
 
+async def delete_user_cart(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Delete the user's cart and its lines, if any (account deletion)."""
+    cart = await repository.cart_for_user(session, user_id, lock=True)
+    if cart is not None:
+        await repository.delete_cart(session, cart.id)
+
+
 async def expire_cart(session: AsyncSession, cart_id: uuid.UUID) -> bool:
     """The ``cart.expire`` job's work: delete cart ``cart_id`` if it has expired (True), else schedule the job
     again for its new ``expires_at`` (False). A cart already gone changes nothing (False). Idempotent."""

@@ -201,6 +201,7 @@ async def clear_default_address(session: AsyncSession, user_id: uuid.UUID, *, ke
     )
 
 
-async def delete_addresses(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Remove every address of the user (account deletion)."""
+async def delete_personal_rows(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Remove the user's addresses and sign-in provider links (account deletion: both hold personal data)."""
     await session.execute(delete(Address).where(Address.user_id == user_id))
+    await session.execute(delete(OidcIdentity).where(OidcIdentity.user_id == user_id))

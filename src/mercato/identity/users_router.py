@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from mercato.cart import service as cart_service
 from mercato.errors import Forbidden, NotFound, ValidationFailed
 from mercato.identity import users_service
 from mercato.identity.errors import EmailTaken
@@ -23,6 +24,7 @@ from mercato.identity.schemas import (
     UserRead,
     UserUpdate,
 )
+from mercato.payments import service as payments_service
 from mercato.web.deps import Admin, CurrentUser, SessionDep
 from mercato.web.pagination import Page, PageDep, page_of
 from mercato.web.problems import problems
@@ -67,8 +69,11 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate, session: SessionDep,
     summary="Delete (anonymise) an account",
 )
 async def delete_user(user_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> None:
-    """Erases personal data for good, deletes addresses and signs out everywhere; orders are kept."""
+    """Erases personal data for good: profile fields, addresses, sign-in provider links, saved cards and the
+    cart; signs out everywhere. Orders and payments are kept (API.md: "keeps orders")."""
     await users_service.delete_user(session, user, user_id)
+    await payments_service.forget_methods(session, user_id)
+    await cart_service.delete_user_cart(session, user_id)
 
 
 @router.get(

@@ -56,7 +56,8 @@ async def update_user(session: AsyncSession, principal: Principal, user_id: uuid
 
 
 async def delete_user(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
-    """Anonymise the account for good: personal fields erased, addresses deleted, sessions revoked.
+    """Anonymise the account for good: personal fields erased, addresses and sign-in provider links deleted,
+    sessions revoked (the router also forgets the saved cards and the cart, which other domains own).
 
     The row stays (orders keep pointing at it) with ``deleted_at`` set and an email no one can sign in with.
     """
@@ -68,7 +69,7 @@ async def delete_user(session: AsyncSession, principal: Principal, user_id: uuid
     user.email_verified = False
     user.deleted_at = now
     user.updated_at = now
-    await repository.delete_addresses(session, user.id)
+    await repository.delete_personal_rows(session, user.id)
     await auth_service.revoke_all_sessions(session, user.id, "account_deleted")
     audit_service.record(session, "user.deleted", "user", user.id)
     auth_service.forget_user_after_commit(session, user.id)

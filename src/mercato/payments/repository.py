@@ -120,6 +120,11 @@ async def method(session: AsyncSession, user_id: uuid.UUID, method_id: uuid.UUID
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def delete_methods(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Delete every saved method of the user."""
+    await session.execute(delete(PaymentMethod).where(PaymentMethod.user_id == user_id))
+
+
 async def clear_default(session: AsyncSession, user_id: uuid.UUID) -> None:
     """No saved method of the user is the default any more."""
     await session.execute(update(PaymentMethod).where(PaymentMethod.user_id == user_id).values(is_default=False))

@@ -582,6 +582,12 @@ async def delete_method(session: AsyncSession, user_id: uuid.UUID, method_id: uu
     await session.flush()
 
 
+async def forget_methods(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Forget every saved method of the user (account deletion: the encrypted gateway tokens, brands and last
+    digits go; payments made with them keep brand and last4)."""
+    await repository.delete_methods(session, user_id)
+
+
 # --- webhooks -------------------------------------------------------------------------------------------------
 
 
