@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from mercato.audit.models import AuditLog
 from mercato.cart.models import Cart
-from mercato.identity.models import Address, AuthSession, OidcIdentity, User
+from mercato.identity import tokens
+from mercato.identity.models import Address, ApiKey, AuthSession, OidcIdentity, User
 from mercato.payments.models import PaymentMethod
 from mercato.platform.context import Services
 from tests.conftest import STRONG_PASSWORD, bearer, make_admin, register, sent_mail, token_from
@@ -272,3 +273,46 @@ async def test_api_keys_shown_once_listed_and_revoked(client: httpx.AsyncClient,
         await client.post("/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "bot", "role": "sales"})
     ).json()["key"]
     assert (await client.get("/api/v1/admin/users", headers={"X-API-Key": sales_key})).status_code == 403
+
+
+async def test_actions_taken_with_an_api_key_name_the_key(client: httpx.AsyncClient, services: Services) -> None:
+    admin = await make_admin(services, client)
+    created = (
+        await client.post("/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "hr-sync", "role": "admin"})
+    ).json()
+    shopper = await register(client)
+    client.cookies.clear()
+    changed = await client.put(
+        f"/api/v1/admin/users/{shopper['user']['id']}/role",
+        headers={"X-API-Key": created["key"]},
+        json={"role": "sales"},
+    )
+    assert changed.status_code == 200
+    logs = await client.get("/api/v1/admin/audit-logs", headers=bearer(admin), params={"action": "user.role_changed"})
+    entry = logs.json()["data"][0]
+    assert entry["api_key_id"] == created["id"] and entry["actor_id"] is None
+    by_user = await client.put(
+        f"/api/v1/admin/users/{shopper['user']['id']}/role", headers=bearer(admin), json={"role": "customer"}
+    )
+    assert by_user.status_code == 200
+    latest = (await client.get("/api/v1/admin/audit-logs", headers=bearer(admin))).json()["data"][0]
+    assert latest["action"] == "user.role_changed"
+    assert latest["actor_id"] == admin["user"]["id"] and latest["api_key_id"] is None
+
+
+async def test_api_keys_cannot_be_customers_or_vendors(client: httpx.AsyncClient, services: Services) -> None:
+    """A key acts for no user: as a vendor it would own every product that has no vendor (the store's own)."""
+    admin = await make_admin(services, client)
+    for role in ("vendor", "customer"):
+        refused = await client.post(
+            "/api/v1/admin/api-keys", headers=bearer(admin), json={"name": "shop-sync", "role": role}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["loc"][-1] == "role"
+    assert await rows(services, ApiKey) == 0
+    # a vendor key stored before the rule: it no longer authenticates
+    key = "mk_" + "v" * 40
+    async with services.db.session(write=True) as session:
+        session.add(ApiKey(name="old", role="vendor", prefix=key[:9], key_hash=tokens.digest(key)))
+    client.cookies.clear()
+    assert (await client.get("/api/v1/inventory", headers={"X-API-Key": key})).status_code == 401

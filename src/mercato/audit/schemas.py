@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from mercato.schemas import ResponseModel
 
@@ -20,6 +20,7 @@ class AuditLogRead(ResponseModel):
                 {
                     "id": "01932c90-1111-7cc3-9d1e-3f6a2b1c0d9e",
                     "actor_id": "01932c6f-5a1e-7cc3-9d1e-3f6a2b1c0d9e",
+                    "api_key_id": None,
                     "action": "user.role_changed",
                     "entity_type": "user",
                     "entity_id": "01932c70-2222-7cc3-9d1e-3f6a2b1c0d9e",
@@ -34,6 +35,7 @@ class AuditLogRead(ResponseModel):
 
     id: uuid.UUID
     actor_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None = Field(description="The API key used, if the action was taken with one")
     action: str
     entity_type: str
     entity_id: str | None

@@ -26,7 +26,8 @@ def record(
         action: dotted verb, e.g. ``user.deleted``.
         entity_type / entity_id: what was touched.
         changes: JSON-safe description, e.g. ``{"role": ["customer", "admin"]}`` (old, new). Never secrets.
-        actor_id: defaults to the user acting in the current request.
+        actor_id: defaults to the user acting in the current request (an API key used for it goes in
+            ``api_key_id``).
     Returns:
         The pending :class:`AuditLog` row.
     """
@@ -34,6 +35,7 @@ def record(
     entry = AuditLog(
         id=clock.new_id(),
         actor_id=actor_id or ctx.actor_id,
+        api_key_id=None if actor_id else ctx.api_key_id,
         action=action,
         entity_type=entity_type,
         entity_id=str(entity_id) if entity_id is not None else None,

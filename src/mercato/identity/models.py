@@ -25,6 +25,11 @@ class Role(StrEnum):
     admin = "admin"
 
 
+#: The roles an API key may hold. A key acts for no user, so a ``customer`` or ``vendor`` key would have no own
+#: data to act on, and every "own products" check would compare against no vendor at all.
+API_KEY_ROLES = frozenset({Role.sales, Role.procurement, Role.admin})
+
+
 class TokenPurpose(StrEnum):
     """What a one-time :class:`UserToken` allows."""
 

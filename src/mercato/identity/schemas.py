@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, EmailStr, Field, ValidationInfo, field_validator
 
 from mercato.identity import rules
-from mercato.identity.models import Role
+from mercato.identity.models import API_KEY_ROLES, Role
 from mercato.schemas import RequestModel, ResponseModel
 
 Password = Annotated[str, Field(min_length=1, max_length=1024, examples=["correct-horse-battery-staple"])]
@@ -271,7 +271,16 @@ class ApiKeyCreate(RequestModel):
     )
 
     name: Name
-    role: Role
+    role: Role = Field(
+        description="`sales`, `procurement` or `admin`: a key acts for no user, so it cannot be a customer or a vendor"
+    )
+
+    @field_validator("role")
+    @classmethod
+    def _staff_role(cls, role: Role) -> Role:
+        if role not in API_KEY_ROLES:
+            raise ValueError("an API key acts for no user: its role must be sales, procurement or admin")
+        return role
 
 
 class ApiKeyRead(ResponseModel):

@@ -20,7 +20,7 @@ from mercato.db.engine import after_commit
 from mercato.errors import NotFound, ValidationFailed
 from mercato.identity import emails, passwords, repository, rules, tokens
 from mercato.identity.errors import EmailTaken, InvalidCredentials, InvalidToken
-from mercato.identity.models import AuthSession, RefreshToken, Role, TokenPurpose, User, UserToken
+from mercato.identity.models import API_KEY_ROLES, AuthSession, RefreshToken, Role, TokenPurpose, User, UserToken
 from mercato.identity.principal import Principal
 from mercato.identity.schemas import user_snapshot
 from mercato.platform import clock
@@ -360,7 +360,8 @@ async def principal_from_access_token(services: Services, token: str, *, via_coo
 
 
 async def principal_from_api_key(services: Services, key: str) -> Principal | None:
-    """Resolve an ``X-API-Key`` to a principal acting with the key's role, or ``None``."""
+    """Resolve an ``X-API-Key`` to a principal acting with the key's role, or ``None`` (unknown, revoked, or a
+    ``customer``/``vendor`` key made before such keys were refused: see ``API_KEY_ROLES``)."""
     digest = tokens.digest(key)
 
     async def load() -> dict[str, Any]:
@@ -370,7 +371,7 @@ async def principal_from_api_key(services: Services, key: str) -> Principal | No
 
     ttl = services.settings.session_cache_ttl
     state = await services.cache.get_or_load(f"apikey:{digest}", load, ttl=300, local_ttl=ttl, name="api_key")
-    if state["id"] is None:
+    if state["id"] is None or state["role"] not in API_KEY_ROLES:
         return None
     return Principal(role=Role(state["role"]), api_key_id=uuid.UUID(state["id"]))
 

@@ -1,4 +1,5 @@
-"""Per-request facts (request id, client ip, acting user) for code far from the router, such as the audit log.
+"""Per-request facts (request id, client ip, acting user or API key) for code far from the router, such as
+the audit log.
 
 Set by the auth dependency for each request; empty outside a request (CLI, jobs).
 """
@@ -17,6 +18,7 @@ class RequestContext:
     request_id: str | None = None
     ip: str | None = None
     actor_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
 
 
 current: ContextVar[RequestContext] = ContextVar("mercato_request_context", default=RequestContext())  # noqa: B039 - frozen

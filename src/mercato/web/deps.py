@@ -119,6 +119,7 @@ async def _resolve_principal(
             request_id=getattr(request.state, "request_id", None),
             ip=_ip(request),
             actor_id=principal.user_id if principal else None,
+            api_key_id=principal.api_key_id if principal else None,
         )
     )
     return principal
