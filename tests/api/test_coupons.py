@@ -458,6 +458,10 @@ async def test_validate_reports_each_reason(
     client.cookies.clear()
     mine = await client.post(f"{C}/ONCE/validate", json={"subtotal": "10"}, headers=bearer(other))
     assert mine.json()["valid"] is True
+    # a use as a guest under the account's email is the same customer's: checkout would refuse, so validate does
+    await redeem_once(services, "ONCE", email=other["user"]["email"].upper())
+    mine = await client.post(f"{C}/ONCE/validate", json={"subtotal": "10"}, headers=bearer(other))
+    assert (mine.json()["valid"], mine.json()["reason"]) == (False, "per_user_exhausted")
     assert (await client.post(f"{C}/MIN/validate", json={"subtotal": "50"})).json()["valid"] is True
 
 

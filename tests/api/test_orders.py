@@ -222,6 +222,19 @@ async def test_empty_cart_and_guest_without_email_are_422_and_change_nothing(
     assert await stock(services, pid) == (3, 0)
     assert await count(services, Order) == 0
 
+    # a signed-in customer's order goes to the account's email: another address would get the messages and
+    # spend that person's per-customer coupon uses
+    await add(client, pid, 1, headers=bearer(user))
+    elsewhere = await client.post(
+        ORDERS, json={"shipping_address": ADDRESS, "email": "victim@example.com"}, headers=bearer(user)
+    )
+    assert elsewhere.status_code == 422 and elsewhere.json()["errors"][0]["loc"] == ["body", "email"]
+    assert await stock(services, pid) == (3, 0) and await count(services, Order) == 0
+    same = await client.post(
+        ORDERS, json={"shipping_address": ADDRESS, "email": user["user"]["email"].upper()}, headers=bearer(user)
+    )
+    assert same.status_code == 201 and same.json()["customer_email"] == user["user"]["email"]
+
 
 async def test_guest_checkout_with_order_token(
     client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services

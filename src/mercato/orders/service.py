@@ -72,7 +72,8 @@ async def place_order(
         The order and, for a guest, the order token (shown once; ``None`` for signed-in customers).
 
     Raises:
-        ValidationFailed: empty cart (field ``cart``), guest without ``email``, no or two shipping addresses,
+        ValidationFailed: empty cart (field ``cart``), guest without ``email``, a signed-in customer giving an
+            ``email`` other than the account's, no or two shipping addresses,
             a shipping method that does not exist or does not ship to the address, methods of which none ships
             to the address's country.
         NotFound: a line's product is no longer for sale; another user's saved address.
@@ -82,11 +83,17 @@ async def place_order(
     user_id = principal.user_id if principal is not None else None
     if user_id is None and body.email is None:
         raise ValidationFailed("Guests must give an email address for their order.", field="email")
+    account_email = principal.user.get("email") if principal is not None else None
+    if user_id is not None and body.email is not None and str(body.email).lower() != str(account_email).lower():
+        # the order's email receives its messages and counts its coupon uses: a customer may not spend another's
+        raise ValidationFailed(
+            "A signed-in customer's order goes to the account's email; leave email out.", field="email"
+        )
     cart = await cart_service.checkout_lines(session, owner)
     if cart is None or not cart.lines:
         raise ValidationFailed("The cart is empty.", field="cart")
     address = await _shipping_address(session, user_id, body)
-    email = body.email or (principal.user.get("email") if principal is not None else None)
+    email = account_email if user_id is not None else body.email
     name = None
     if principal is not None and principal.user:
         name = " ".join(part for part in (principal.user.get("first_name"), principal.user.get("last_name")) if part)

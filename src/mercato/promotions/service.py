@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mercato.cart import rules as pricing
 from mercato.db.queries import Paged
 from mercato.errors import ValidationFailed
+from mercato.identity import users_service
 from mercato.platform import clock
 from mercato.promotions import repository
 from mercato.promotions.errors import CouponInvalid, CouponNotFound, DuplicateCode, Reason
@@ -67,8 +68,9 @@ async def check(
         code: the code as the customer typed it.
         subtotal: the cart/order subtotal before discount (``Decimal``, two decimals).
         user_id: the signed-in customer, or None for a guest.
-        email: a guest's email (counted for ``per_user_limit`` when ``user_id`` is None); with neither, the
-            per-customer limit cannot be counted and is not applied.
+        email: the customer's email: a use under it counts for ``per_user_limit`` too (a guest's use counts
+            against the same person signed in). None with ``user_id`` set means the account's email; with
+            neither, the per-customer limit cannot be counted and is not applied.
         now: aware UTC time of the check (``starts_at`` inclusive, ``expires_at`` exclusive).
 
     Returns:
@@ -94,6 +96,9 @@ async def _customer_used_up(
 ) -> bool:
     if coupon.per_user_limit is None:
         return False
+    if email is None and user_id is not None:
+        user = await users_service.find_user(session, user_id)
+        email = user.email if user is not None else None
     used = await repository.active_redemptions(session, coupon.id, user_id=user_id, email=email)
     return used >= coupon.per_user_limit
 
