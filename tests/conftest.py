@@ -132,10 +132,17 @@ async def _empty(services: Services) -> None:
     shutil.rmtree(services.settings.data_dir / "outbox", ignore_errors=True)
 
 
-@pytest.fixture
-async def app(services: Services) -> Any:
-    await _empty(services)
+@pytest.fixture(scope="session")
+def shared_app(services: Services) -> Any:
+    """One app per backend for the session: building it (every route, dependency and model) took 0.2-0.4 s, a
+    few minutes over the suite. A test that adds routes or overrides builds its own with ``create_app``."""
     return create_app(services.settings, services=services)
+
+
+@pytest.fixture
+async def app(services: Services, shared_app: Any) -> Any:
+    await _empty(services)
+    return shared_app
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from mercato.app import create_app
 from mercato.platform.context import Services
 
 
@@ -91,12 +92,16 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
     assert response.status_code == 413
 
 
-async def test_unhandled_error_is_500_without_trace(client: httpx.AsyncClient, app) -> None:
+async def test_unhandled_error_is_500_without_trace(services: Services) -> None:
+    app = create_app(services.settings, services=services)  # its own: the route below must not leak into others
+
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
 
-    response = await client.get("/boom")
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/boom")
     assert response.status_code == 500
     body = response.json()
     assert body["type"].endswith("/internal-error")
