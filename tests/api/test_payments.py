@@ -681,6 +681,44 @@ async def test_a_decline_never_unpays_an_order_a_late_charge_paid(
     assert await money_problems(services) == []
 
 
+@pytest.mark.parametrize("surplus", ["pending", "charged, its refund pending"])
+async def test_a_full_refund_refunds_and_restocks_the_order_whatever_a_surplus_charge_holds(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, surplus: str
+) -> None:
+    """An order paid by one attempt while a second (surplus) attempt is still at the gateway, or charged and
+    waiting for its automatic refund: refunding everything the order captured makes it ``refunded`` and puts its
+    units back (API.md: restock on a shipped order), and the surplus is given back too, without touching the
+    order again."""
+    order, headers, pid = await placed(client, admin)
+    paid = (await pay(client, order["id"], headers)).json()
+    second = await _crashed_after_charge(services, order["id"])  # pending here, charged at the gateway
+    if surplus != "pending":
+        assert await payments.reconcile_payment(services, second) == "settled"  # surplus: its refund queued
+    assert (await client.post(f"/api/v1/orders/{order['id']}/ship", json={}, headers=admin)).status_code == 200
+    assert await stock(services, pid) == (3, 0)
+
+    refund = await client.post(
+        f"/api/v1/orders/{order['id']}/refund", json={"reason": "lost in transit", "restock": True}, headers=admin
+    )
+
+    assert refund.status_code == 201, refund.text
+    assert (refund.json()["payment_id"], refund.json()["amount"]) == (paid["id"], "40.00")
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("shipped", "refunded")
+    assert await stock(services, pid) == (5, 0)
+    if surplus == "pending":
+        assert await payments.reconcile_payment(services, second) == "settled"  # it lands: refunded in full
+    await services.jobs.run_due()
+    history = (await client.get(PAYMENTS, params={"order_id": order["id"]}, headers=headers)).json()["data"]
+    assert sorted((p["status"], p["refunded_amount"]) for p in history) == [("refunded", "40.00")] * 2
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    refunded = [e["data"] for e in events if e["type"] == "order.refunded"]
+    assert [(e["refund_id"], e["restock"]) for e in refunded] == [(refund.json()["id"], True)]
+    assert await stock(services, pid) == (5, 0)  # restocked once
+    assert (await order_row(services, order["id"])).payment_status == "refunded"
+    assert await money_problems(services) == []
+
+
 async def test_restock_only_for_orders_whose_units_left_and_cancel_never_restocks_twice(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

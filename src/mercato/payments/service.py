@@ -519,16 +519,17 @@ async def _settle_refund(
         payment.status = (
             PaymentState.refunded if payment.refunded_amount >= payment.amount else PaymentState.partially_refunded
         )
-        await session.flush()
-        still_held = await repository.held(session, order.id)
-        # a refund of a surplus charge (an orphan: the order was paid by another attempt) leaves the order paid
-        if order.payment_status in money.REFUNDABLE and still_held < order.total:
+        # Only the attempt that paid the order (``applied``; there is one) moves it. A surplus charge (it landed
+        # after the order was paid another way, or cancelled) was never the order's money: its refund, before or
+        # after the order's own, leaves the order as it is, and it never keeps the order's full refund from
+        # making the order ``refunded`` (and restocking it).
+        if payment.applied and order.payment_status in money.REFUNDABLE:
             await money.mark_refunded(
                 session,
                 order,
                 refund_id=refund.id,
                 amount=refund.amount,
-                fully=still_held <= 0,
+                fully=payment.status == PaymentState.refunded,
                 restock=refund.restock,
                 actor_id=refund.actor_id,
             )
