@@ -176,6 +176,78 @@ async def test_a_variant_reserved_by_an_unpaid_order_cannot_be_deleted(
     assert (await client.delete(variant_url, headers=admin)).status_code == 204
 
 
+async def test_a_variant_in_an_order_not_yet_delivered_or_cancelled_cannot_be_deleted(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Paid orders hold no reservation, but until they are delivered (or cancelled) they still move the variant's
+    stock (a cancellation puts the units back on hand): deleting it is refused with 409 in pending, processing
+    and shipped, and allowed once every order with it is delivered, cancelled or returned."""
+    created = await client.post(
+        "/api/v1/products",
+        json={
+            "name": "Tee",
+            "price": "10.00",
+            "status": "active",
+            "variants": [{"sku": "T-S", "name": "S", "stock": 5}, {"sku": "T-M", "name": "M", "stock": 5}],
+        },
+        headers=admin,
+    )
+    tee = created.json()
+    small, medium = (v["id"] for v in tee["variants"])
+    customer = bearer(await register(client))
+
+    async def paid_order(variant_id: str) -> dict[str, Any]:
+        line = {"product_id": tee["id"], "variant_id": variant_id, "quantity": 2}
+        assert (await client.post("/api/v1/cart/items", json=line, headers=customer)).status_code == 201
+        order: dict[str, Any] = (await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=customer)).json()
+        paid = await client.post(
+            "/api/v1/payments", json={"order_id": order["id"], "payment_token": "tok_visa"}, headers=customer
+        )
+        assert paid.status_code == 201, paid.text
+        return order
+
+    async def delete(variant_id: str) -> httpx.Response:
+        return await client.delete(f"/api/v1/products/{tee['id']}/variants/{variant_id}", headers=admin)
+
+    async def variants() -> list[str]:
+        return [v["id"] for v in (await client.get(f"/api/v1/products/{tee['id']}")).json()["variants"]]
+
+    shipped = await paid_order(small)
+    cancelled = await paid_order(medium)
+    assert await stock_of(services, small) == (3, 0)  # sold: nothing reserved any more
+
+    processing = await delete(small)
+    assert processing.status_code == 409 and processing.headers["content-type"] == "application/problem+json"
+    assert processing.json()["type"].endswith("/conflict")
+    assert processing.json()["title"] == "Variant is in unfinished orders"
+    assert shipped["number"] in processing.json()["detail"]
+    assert (await client.post(f"{ORDERS}/{shipped['id']}/ship", json={}, headers=admin)).status_code == 200
+    assert (await delete(small)).status_code == 409
+    assert (await delete(medium)).status_code == 409
+    assert await variants() == [small, medium]
+
+    assert (await client.delete(f"{ORDERS}/{cancelled['id']}", headers=customer)).status_code == 200
+    assert await stock_of(services, medium) == (5, 0)  # the cancellation put its units back: the row was there
+    assert (await delete(medium)).status_code == 204
+    delivered = await client.put(f"{ORDERS}/{shipped['id']}/status", json={"status": "delivered"}, headers=admin)
+    assert delivered.status_code == 200, delivered.text
+    assert (await delete(small)).status_code == 204
+    assert await variants() == []
+
+
+async def stock_of(services: Services, variant_id: str) -> tuple[int, int]:
+    """(on_hand, reserved) of a variant."""
+    async with services.db.session(write=False) as session:
+        row = (
+            await session.execute(
+                select(InventoryItem.on_hand, InventoryItem.reserved).where(
+                    InventoryItem.variant_id == uuid.UUID(variant_id)
+                )
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
 async def test_saved_address_and_address_rules(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     pid = await product(client, admin)
     user = await register(client)

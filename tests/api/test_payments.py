@@ -207,6 +207,116 @@ async def test_idempotent_payment_and_refund(
     assert await count(services, Refund) == 1
 
 
+async def _second_order(client: httpx.AsyncClient, headers: dict[str, str], pid: str) -> dict[str, Any]:
+    """Another pending order of the same customer (one unit of ``pid``)."""
+    await add(client, pid, 1, headers)
+    response = await client.post("/api/v1/orders", json={"shipping_address": ADDRESS}, headers=headers)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+async def test_a_key_used_by_a_declined_payment_refuses_another_body(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """API.md §1: same key + different body → 422 ``idempotency-mismatch``, also after a declined first attempt
+    (whose key is released for a retry of the *same* request, not for another order or card)."""
+    order, headers, pid = await placed(client, admin)
+    second = await _second_order(client, headers, pid)
+    key = headers | {"Idempotency-Key": str(uuid.uuid4())}
+    declined = await pay(client, order["id"], key, payment_token="tok_chargeDeclined")
+    assert declined.status_code == 402, declined.text
+
+    other_order = await pay(client, second["id"], key)
+    other_card = await pay(client, order["id"], key, payment_token="tok_visa")
+    same = await pay(client, order["id"], key, payment_token="tok_chargeDeclined")
+
+    for refused in (other_order, other_card):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"].endswith("/idempotency-mismatch")
+    assert same.status_code == 402 and same.json()["payment_id"] == declined.json()["payment_id"]
+    assert (await order_row(services, order["id"])).payment_status == "failed"
+    assert (await order_row(services, second["id"])).payment_status == "unpaid"
+    assert await count(services, Payment) == 1 and await count(services, LedgerEntry) == 1
+    fresh = await pay(client, second["id"], headers | {"Idempotency-Key": str(uuid.uuid4())})
+    assert fresh.status_code == 201 and fresh.json()["order_id"] == second["id"]
+    assert await money_problems(services) == []
+
+
+async def test_a_key_used_by_a_timed_out_payment_never_pays_another_order(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """A retry after a timeout re-asks the gateway under the first attempt: with another body it must be refused,
+    not charge the first order (with the second request's card)."""
+    order, headers, pid = await placed(client, admin)
+    second = await _second_order(client, headers, pid)
+    key = headers | {"Idempotency-Key": str(uuid.uuid4())}
+    slow = _slow(migrated, gateway_timeout=0.2, test_gateway_delay=2)  # nothing booked: the call is cancelled
+    try:
+        async with _client_of(slow) as slow_client:
+            assert (await pay(slow_client, order["id"], key)).status_code == 503
+    finally:
+        await slow.close()
+
+    other_order = await pay(client, second["id"], key)
+
+    assert other_order.status_code == 422, other_order.text
+    assert other_order.json()["type"].endswith("/idempotency-mismatch")
+    assert (await order_row(services, order["id"])).payment_status == "unpaid"
+    assert (await order_row(services, second["id"])).payment_status == "unpaid"
+    assert await count(services, LedgerEntry) == 0
+    retried = await pay(client, order["id"], key)  # the same request still finishes its own attempt
+    assert retried.status_code == 201 and retried.json()["order_id"] == order["id"]
+    assert await count(services, Payment) == 1 and await money_problems(services) == []
+
+
+async def test_a_key_used_by_a_timed_out_refund_refuses_another_body(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Both refund routes: after a 503 the key finishes its own pending refund; another amount, reason or
+    order/payment with the same key → 422, and only the first refund is ever made."""
+    order, headers, _ = await placed(client, admin)
+    payment = (await pay(client, order["id"], headers)).json()
+    other, other_headers, _ = await placed(client, admin)
+    assert (await pay(client, other["id"], other_headers)).status_code == 201
+    order_url, other_url = f"/api/v1/orders/{order['id']}/refund", f"/api/v1/orders/{other['id']}/refund"
+    payment_url = f"{PAYMENTS}/{payment['id']}/refund"
+    key = admin | {"Idempotency-Key": str(uuid.uuid4())}
+    payment_key = admin | {"Idempotency-Key": str(uuid.uuid4())}
+    partial = {"amount": "3.00", "reason": "x"}
+    slow = _slow(migrated, gateway_timeout=0.2, test_gateway_delay=2)
+    try:
+        async with _client_of(slow) as slow_client:
+            first = await slow_client.post(order_url, json={"amount": "5.00", "reason": "late"}, headers=key)
+            by_payment = await slow_client.post(payment_url, json=partial, headers=payment_key)
+    finally:
+        await slow.close()
+    assert first.status_code == by_payment.status_code == 503
+
+    refused = [
+        await client.post(order_url, json={"amount": "6.00", "reason": "late"}, headers=key),
+        await client.post(order_url, json={"amount": "5.00", "reason": "other"}, headers=key),
+        await client.post(other_url, json={"amount": "5.00", "reason": "late"}, headers=key),
+        await client.post(payment_url, json={"amount": "4.00", "reason": "x"}, headers=payment_key),
+    ]
+    for answer in refused:
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["type"].endswith("/idempotency-mismatch")
+    retried = await client.post(order_url, json={"amount": "5.00", "reason": "late"}, headers=key)
+    retried_payment = await client.post(payment_url, json=partial, headers=payment_key)
+
+    assert retried.status_code == 201 and retried.json()["amount"] == "5.00"
+    assert retried_payment.status_code == 201 and retried_payment.json()["amount"] == "3.00"
+    async with services.db.session(write=False) as session:
+        refunds = sorted((r.order_id, r.amount, r.status) for r in await session.scalars(select(Refund)))
+    assert refunds == [
+        (uuid.UUID(order["id"]), Decimal("3.00"), "completed"),
+        (uuid.UUID(order["id"]), Decimal("5.00"), "completed"),
+    ]
+    assert (await order_row(services, other["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
 async def test_refunds_partial_full_restock_and_limits(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
@@ -568,6 +678,44 @@ async def test_a_decline_never_unpays_an_order_a_late_charge_paid(
     row = await order_row(services, order["id"])
     assert (row.status, row.payment_status) == ("processing", "paid")
     assert (await pay(client, order["id"], headers)).status_code == 409
+    assert await money_problems(services) == []
+
+
+@pytest.mark.parametrize("surplus", ["pending", "charged, its refund pending"])
+async def test_a_full_refund_refunds_and_restocks_the_order_whatever_a_surplus_charge_holds(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, surplus: str
+) -> None:
+    """An order paid by one attempt while a second (surplus) attempt is still at the gateway, or charged and
+    waiting for its automatic refund: refunding everything the order captured makes it ``refunded`` and puts its
+    units back (API.md: restock on a shipped order), and the surplus is given back too, without touching the
+    order again."""
+    order, headers, pid = await placed(client, admin)
+    paid = (await pay(client, order["id"], headers)).json()
+    second = await _crashed_after_charge(services, order["id"])  # pending here, charged at the gateway
+    if surplus != "pending":
+        assert await payments.reconcile_payment(services, second) == "settled"  # surplus: its refund queued
+    assert (await client.post(f"/api/v1/orders/{order['id']}/ship", json={}, headers=admin)).status_code == 200
+    assert await stock(services, pid) == (3, 0)
+
+    refund = await client.post(
+        f"/api/v1/orders/{order['id']}/refund", json={"reason": "lost in transit", "restock": True}, headers=admin
+    )
+
+    assert refund.status_code == 201, refund.text
+    assert (refund.json()["payment_id"], refund.json()["amount"]) == (paid["id"], "40.00")
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("shipped", "refunded")
+    assert await stock(services, pid) == (5, 0)
+    if surplus == "pending":
+        assert await payments.reconcile_payment(services, second) == "settled"  # it lands: refunded in full
+    await services.jobs.run_due()
+    history = (await client.get(PAYMENTS, params={"order_id": order["id"]}, headers=headers)).json()["data"]
+    assert sorted((p["status"], p["refunded_amount"]) for p in history) == [("refunded", "40.00")] * 2
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    refunded = [e["data"] for e in events if e["type"] == "order.refunded"]
+    assert [(e["refund_id"], e["restock"]) for e in refunded] == [(refund.json()["id"], True)]
+    assert await stock(services, pid) == (5, 0)  # restocked once
+    assert (await order_row(services, order["id"])).payment_status == "refunded"
     assert await money_problems(services) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -61,6 +62,43 @@ async def test_failed_logins_per_account_are_throttled(
         await client.post("/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"})
     ghost = await client.post("/api/v1/auth/login", json={"email": "ghost@example.com", "password": "wrong-pass-1"})
     assert ghost.status_code == 429
+
+
+async def test_concurrent_failed_logins_cannot_pass_the_account_limit(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """API.md §1: five failed logins per account in 15 minutes (the default). Twenty wrong passwords sent at once
+    must not all be checked before any is counted: at most five get 401, the rest 429 — and the owner is
+    throttled too afterwards, with no session opened."""
+    await register(client, "victim@example.com")
+    wrong = {"email": "victim@example.com", "password": "wrong-pass-1"}
+
+    answers = await asyncio.gather(*(client.post("/api/v1/auth/login", json=wrong) for _ in range(20)))
+
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [401] * 5 + [429] * 15, codes
+    assert all(a.json()["type"].endswith("/rate-limited") for a in answers if a.status_code == 429)
+    sessions_before = await _sessions(services)
+    owner = await client.post("/api/v1/auth/login", json={"email": "victim@example.com", "password": STRONG_PASSWORD})
+    assert owner.status_code == 429
+    assert await _sessions(services) == sessions_before
+
+
+async def test_a_successful_login_is_forgiven_but_earlier_failures_still_count(
+    client: httpx.AsyncClient, small_limits: RateLimiter
+) -> None:
+    """Every attempt is counted before the password is checked; a right password takes its own count back (so
+    signing in never uses up the limit), failures before it stay counted."""
+    await register(client, "mixed@example.com")
+    right = {"email": "mixed@example.com", "password": STRONG_PASSWORD}
+    wrong = {"email": "mixed@example.com", "password": "wrong-pass-1"}
+    for _ in range(2):
+        assert (await client.post("/api/v1/auth/login", json=wrong)).status_code == 401
+    for _ in range(3):
+        assert (await client.post("/api/v1/auth/login", json=right)).status_code == 200
+
+    assert (await client.post("/api/v1/auth/login", json=wrong)).status_code == 401  # the third failure
+    assert (await client.post("/api/v1/auth/login", json=right)).status_code == 429
 
 
 async def test_failed_logins_per_ip_are_throttled(client: httpx.AsyncClient, small_limits: RateLimiter) -> None:

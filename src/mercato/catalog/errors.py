@@ -27,6 +27,12 @@ class CategoryCycle(Conflict):
     title = "Category cycle"
 
 
+class VariantInUse(Conflict):
+    """Orders not yet delivered, cancelled or returned have lines of the variant: they may still move its stock."""
+
+    title = "Variant is in unfinished orders"
+
+
 class CategoryInUse(Conflict):
     """The category still holds products; pass ``reassign_to``."""
 

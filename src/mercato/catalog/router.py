@@ -23,6 +23,7 @@ from mercato.catalog.errors import (
     DuplicateValue,
     ProductNotFound,
     UnknownCategory,
+    VariantInUse,
 )
 from mercato.catalog.schemas import (
     AttributeCreate,
@@ -40,7 +41,7 @@ from mercato.catalog.schemas import (
     VariantRead,
     VariantUpdate,
 )
-from mercato.errors import Conflict, Forbidden, PreconditionFailed, ValidationFailed
+from mercato.errors import Forbidden, PreconditionFailed, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.inventory.errors import InsufficientStock
@@ -381,12 +382,13 @@ async def update_variant(
 @router.delete(
     "/products/{product_id}/variants/{variant_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problems(ProductNotFound, Conflict),
+    responses=problems(ProductNotFound, VariantInUse),
     summary="Delete a variant",
 )
 async def delete_variant(product_id: str, variant_id: uuid.UUID, session: SessionDep, principal: Manager) -> None:
-    """Removes the variant and its stock row. Refused (409 `conflict`) while unpaid orders hold reserved units of
-    it: they still need its stock row to be paid, cancelled or expired."""
+    """Removes the variant and its stock row. Refused (409 `conflict`, "Variant is in unfinished orders") while
+    an order with a line of it is pending, processing or shipped: its payment, cancellation or expiry still moves
+    the variant's stock. Allowed once those orders are delivered, cancelled or returned."""
     await catalog_service.delete_variant(session, principal, product_id, variant_id)
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
 from mercato.catalog import cache, repository, rules, search
-from mercato.catalog.errors import BulkFailed, DuplicateValue, ProductNotFound, UnknownCategory
+from mercato.catalog.errors import BulkFailed, DuplicateValue, ProductNotFound, UnknownCategory, VariantInUse
 from mercato.catalog.models import Product, ProductStatus, ProductVariant
 from mercato.catalog.schemas import (
     CategoryRef,
@@ -33,7 +33,7 @@ from mercato.catalog.schemas import (
     product_json,
 )
 from mercato.db.queries import Paged
-from mercato.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
+from mercato.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.inventory import service as inventory_service
@@ -432,18 +432,23 @@ async def delete_variant(session: AsyncSession, principal: Principal, id_or_slug
 
     Raises:
         NotFound: no such variant of the product.
-        Conflict: units of the variant are reserved by unpaid orders (their cancellation, expiry and payment
-            need its stock row); try again once they are paid, cancelled or expired.
+        VariantInUse: an order with a line of the variant is not finished (pending, processing or shipped: its
+            payment, cancellation, expiry or shipping still moves the variant's stock, through its stock row);
+            409, allowed again once every such order is delivered, cancelled or returned.
     """
     product = await _owned_product(session, principal, id_or_slug)
     variant = next((v for v in product.variants if v.id == variant_id), None)
     if variant is None:
         raise NotFound("No such variant.")
-    level = (await inventory_service.levels(session, [product.id])).get((product.id, variant_id))
-    if level is not None and level.reserved > 0:
-        raise Conflict(
-            f"{level.reserved} unit(s) of this variant are reserved by unpaid orders; delete it once they are paid,"
-            " cancelled or expired."
+    # imported here: orders import the cart, which imports catalog units, inventory and this module
+    from mercato.orders import service as orders_service
+
+    unfinished = await orders_service.unfinished_orders_with_variant(session, product.id, variant_id, limit=6)
+    if unfinished:
+        named = ", ".join(unfinished[:5]) + (", ..." if len(unfinished) > 5 else "")
+        raise VariantInUse(
+            f"Orders not yet delivered or cancelled have lines of this variant ({named}); delete it once they are "
+            "delivered, cancelled or returned."
         )
     product.variants.remove(variant)
     product.updated_at = clock.now()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
 from mercato.db.engine import after_commit
-from mercato.errors import NotFound, ValidationFailed
+from mercato.errors import NotFound, RateLimited, ValidationFailed
 from mercato.identity import emails, passwords, repository, rules, tokens
 from mercato.identity.errors import EmailTaken, InvalidCredentials, InvalidToken
 from mercato.identity.models import API_KEY_ROLES, AuthSession, RefreshToken, Role, TokenPurpose, User, UserToken
@@ -90,20 +90,29 @@ async def register(
 async def authenticate(session: AsyncSession, *, email: str, password: str, ip: str) -> User:
     """Check an email and password (on a read session); failed attempts count against the login limits.
 
+    Each attempt is counted against the account's and the IP's limit *before* the (slow) password check, in one
+    atomic check-and-count per limit, so parallel wrong passwords cannot all pass a check that none of them has
+    counted yet (at most 5 per account in 15 minutes get as far as the hash). A right password takes its counts
+    back: only failures use up the limits (API.md §1).
+
     Raises:
-        RateLimited: too many failures for this email or this IP (API.md §1).
+        RateLimited: too many failures for this email or this IP (API.md §1); nothing is counted.
         InvalidCredentials: wrong email or password (one message for both; equal time for both).
     """
-    services = services_of(session)
+    limiter = services_of(session).limiter
     email_key = email.strip().lower()
-    await services.limiter.check("login-account", email_key)
-    await services.limiter.check("login-ip", ip)
+    await limiter.attempt("login-account", email_key)
+    try:
+        await limiter.attempt("login-ip", ip)
+    except RateLimited:
+        await limiter.forgive("login-account", email_key)  # this attempt was never made
+        raise
     user = await repository.user_by_email(session, email_key)
     ok = await passwords.verify_password(user.password_hash if user else None, password)
     if user is None or not ok:
-        await services.limiter.count("login-account", email_key)
-        await services.limiter.count("login-ip", ip)
         raise InvalidCredentials("Invalid email or password.")
+    await limiter.forgive("login-account", email_key)
+    await limiter.forgive("login-ip", ip)
     return user
 
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from mercato.db.queries import Paged, paged
-from mercato.orders.models import Order, OrderEvent, Priority
-from mercato.orders.rules import OPEN_STATUSES
+from mercato.orders.models import Order, OrderEvent, OrderItem, Priority
+from mercato.orders.rules import OPEN_STATUSES, UNFINISHED_STATUSES
 
 PRIORITY_RANK = {str(Priority.urgent): 0, str(Priority.high): 1, str(Priority.normal): 2, str(Priority.low): 3}
 
@@ -93,6 +93,26 @@ async def priority_orders(session: AsyncSession, *, page: int, limit: int) -> Pa
         .order_by(Order.expected_delivery_date.is_(None), Order.expected_delivery_date, rank, Order.created_at)
     )
     return await paged(session, query, page=page, limit=limit)
+
+
+async def unfinished_with_variant(
+    session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID, *, limit: int
+) -> list[str]:
+    """Numbers (at most ``limit``, in order) of unfinished orders with a line of the variant. The lines are found
+    through the indexed ``product_id``."""
+    query = (
+        select(Order.number)
+        .join(OrderItem, OrderItem.order_id == Order.id)
+        .where(
+            OrderItem.product_id == product_id,
+            OrderItem.variant_id == variant_id,
+            Order.status.in_([str(status) for status in UNFINISHED_STATUSES]),
+        )
+        .distinct()
+        .order_by(Order.number)
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
 
 
 async def events(session: AsyncSession, order_id: uuid.UUID, *, until: datetime | None = None) -> Sequence[OrderEvent]:

@@ -20,6 +20,10 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 #: States of an order still being worked on (source 002's priority list).
 OPEN_STATUSES = (OrderStatus.pending, OrderStatus.processing)
 
+#: States of an order not yet finished: it may still be paid, cancelled (its units go back to stock) or shipped,
+#: so the products and variants of its lines must stay. Delivered, cancelled and returned orders are finished.
+UNFINISHED_STATUSES = (OrderStatus.pending, OrderStatus.processing, OrderStatus.shipped)
+
 
 def can_move(current: str, target: str) -> bool:
     """True when ``current → target`` is an allowed move."""

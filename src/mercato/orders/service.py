@@ -370,6 +370,15 @@ async def priority_orders(session: AsyncSession, *, page: int, limit: int) -> Pa
     return await repository.priority_orders(session, page=page, limit=limit)
 
 
+async def unfinished_orders_with_variant(
+    session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID, *, limit: int = 5
+) -> list[str]:
+    """Numbers of the orders (at most ``limit``, e.g. ``["MC-000123"]``) with a line of the variant that are not
+    finished yet (:data:`mercato.orders.rules.UNFINISHED_STATUSES`: pending, processing, shipped): they may still
+    be paid, cancelled or shipped, which moves that variant's stock. Empty when no such order exists."""
+    return await repository.unfinished_with_variant(session, product_id, variant_id, limit=limit)
+
+
 # --- changing -------------------------------------------------------------------------------------------------
 
 

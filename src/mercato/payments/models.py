@@ -74,6 +74,9 @@ class Payment(TimestampMixin, Base):
     applied: Mapped[bool] = mapped_column(default=False)
     #: SHA-256 of the client's ``Idempotency-Key`` and its scope: a retry finds this attempt instead of charging anew.
     request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: SHA-256 of the request that made the attempt (:attr:`mercato.web.idempotency.Idempotency.fingerprint`): a
+    #: later request with the same key but another body (order, card) is refused (422), never given this attempt.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class Refund(Base):
@@ -95,6 +98,8 @@ class Refund(Base):
     actor_id: Mapped[uuid.UUID | None]
     #: SHA-256 of the client's ``Idempotency-Key`` and its scope: a retry finishes this refund, never a second one.
     request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: SHA-256 of the request that asked for the refund: the same key with another body (amount, order) is refused.
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 

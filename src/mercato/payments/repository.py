@@ -56,16 +56,6 @@ async def pending_refund_total(session: AsyncSession, payment_id: uuid.UUID) -> 
     return sum(amounts, Decimal("0.00"))
 
 
-async def held(session: AsyncSession, order_id: uuid.UUID) -> Decimal:
-    """What the store still holds of the order's money: captured minus refunded over all its payments."""
-    rows = await session.execute(
-        select(Payment.amount, Payment.refunded_amount).where(
-            Payment.order_id == order_id, Payment.status.in_((*CAPTURED, PaymentState.refunded))
-        )
-    )
-    return sum((amount - refunded for amount, refunded in rows), Decimal("0.00"))
-
-
 async def restocked(session: AsyncSession, order_id: uuid.UUID) -> bool:
     """True when a refund of the order (pending or completed) already returned its units to stock."""
     found = await session.scalar(

@@ -83,7 +83,14 @@ async def create_payment(
     services = _services(request)
 
     async def run() -> PaymentRead:
-        payment = await service.pay(services, principal, body, order_token=order_token, request_key=idem.reference)
+        payment = await service.pay(
+            services,
+            principal,
+            body,
+            order_token=order_token,
+            request_key=idem.reference,
+            request_fingerprint=idem.fingerprint or None,
+        )
         return PaymentRead.model_validate(payment)
 
     return await idem.run_steps(run, status_code=status.HTTP_201_CREATED, model=PaymentRead)
@@ -209,7 +216,13 @@ async def refund_payment(
 
     async def run() -> RefundRead:
         refund = await service.refund_payment(
-            services, principal, payment_id, body.amount, body.reason, request_key=idem.reference
+            services,
+            principal,
+            payment_id,
+            body.amount,
+            body.reason,
+            request_key=idem.reference,
+            request_fingerprint=idem.fingerprint or None,
         )
         return RefundRead.model_validate(refund)
 
@@ -234,7 +247,14 @@ async def refund_order(
     services = _services(request)
 
     async def run() -> RefundRead:
-        refund = await service.refund_order(services, principal, order_id, body, request_key=idem.reference)
+        refund = await service.refund_order(
+            services,
+            principal,
+            order_id,
+            body,
+            request_key=idem.reference,
+            request_fingerprint=idem.fingerprint or None,
+        )
         return RefundRead.model_validate(refund)
 
     return await idem.run_steps(run, status_code=status.HTTP_201_CREATED, model=RefundRead)

@@ -49,6 +49,7 @@ from mercato.payments.models import Payment, PaymentMethod, PaymentState, Refund
 from mercato.payments.schemas import MethodCreate, PaymentCreate, RefundCreate
 from mercato.platform import clock, jobs
 from mercato.platform.context import Services
+from mercato.platform.idempotency import IdempotencyMismatch
 
 log = structlog.get_logger("mercato.payments")
 RECONCILE_JOB = "payments.reconcile"
@@ -78,6 +79,23 @@ def _reconcile_at(services: Services) -> timedelta:
     return timedelta(seconds=2 * services.settings.gateway_timeout + 5)
 
 
+def _check_same_request(stored: str | None, fingerprint: str | None) -> None:
+    """Refuse a request that reuses the ``Idempotency-Key`` of an earlier attempt made by another request.
+
+    A failed or timed-out money POST frees its key for a retry (``Idempotency.run_steps``), but the attempt it
+    recorded stays tied to the key: only the *same* request (same fingerprint) may pick it up again.
+
+    Args:
+        stored: the earlier attempt's ``request_fingerprint`` (None for rows recorded before fingerprints were).
+        fingerprint: this request's :attr:`~mercato.web.idempotency.Idempotency.fingerprint` (None: not compared).
+
+    Raises:
+        IdempotencyMismatch: both are known and differ (422 ``idempotency-mismatch``, API.md §1 "Idempotency").
+    """
+    if stored is not None and fingerprint is not None and stored != fingerprint:
+        raise IdempotencyMismatch("This Idempotency-Key was already used for a different request; use a new key.")
+
+
 # --- paying ---------------------------------------------------------------------------------------------------
 
 
@@ -88,17 +106,21 @@ async def pay(
     *,
     order_token: str | None,
     request_key: str | None = None,
+    request_fingerprint: str | None = None,
 ) -> Payment:
     """Charge the order's total (API.md ``POST /payments``) in the three steps of the module docstring.
 
     ``request_key`` (:attr:`~mercato.web.idempotency.Idempotency.reference` of the client's ``Idempotency-Key``)
     ties the attempt to the request: a retry after a timeout asks the gateway again *with the same gateway key*
     (so a charge that landed late is found, never repeated), a retry after success returns the same payment.
+    ``request_fingerprint`` (:attr:`~mercato.web.idempotency.Idempotency.fingerprint`) is stored with the attempt:
+    a later request with the same key and another body never gets (or pays through) this attempt.
 
     Returns:
         The completed payment; the order is ``processing`` and ``paid``, its stock committed.
 
     Raises:
+        IdempotencyMismatch: the key already made an attempt for a different request (another order or card; 422).
         OrderNotFound: not the caller's order (guests: wrong or missing ``X-Order-Token``).
         InvalidTransition: the order is already paid, cancelled or otherwise not payable (409); also when it was
             cancelled while the gateway charged (the charge is then refunded in full).
@@ -112,8 +134,10 @@ async def pay(
     card = await gateway.card(body.payment_token) if body.payment_token is not None else None
     user_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
-        order = await orders.get_order(session, principal, body.order_id, order_token=order_token, lock=True)
         earlier = await repository.payment_for_request(session, request_key) if request_key else None
+        if earlier is not None:
+            _check_same_request(earlier.request_fingerprint, request_fingerprint)
+        order = await orders.get_order(session, principal, body.order_id, order_token=order_token, lock=True)
         if earlier is not None and earlier.status != PaymentState.failed:
             if earlier.status == PaymentState.pending:
                 raise PaymentInProgress(f"This payment of order {order.number} is still being processed.")
@@ -145,6 +169,7 @@ async def pay(
                 method_last4=card.last4,
                 payment_method_id=body.payment_method_id,
                 request_key=request_key,
+                request_fingerprint=request_fingerprint if request_key else None,
             )
             session.add(payment)
         safety_net = jobs.enqueue(
@@ -311,19 +336,35 @@ def _refund_later(session: AsyncSession, payment: Payment, *, reason: str) -> No
 
 
 async def refund_order(
-    services: Services, principal: Principal, order_id: uuid.UUID, body: RefundCreate, *, request_key: str | None = None
+    services: Services,
+    principal: Principal,
+    order_id: uuid.UUID,
+    body: RefundCreate,
+    *,
+    request_key: str | None = None,
+    request_fingerprint: str | None = None,
 ) -> Refund:
     """Refund (part of) what the order's payment captured (API.md ``POST /orders/{id}/refund``, admins). A retry
-    with the same ``request_key`` (the client's ``Idempotency-Key``) finishes the first refund, never a second.
+    with the same ``request_key`` (the client's ``Idempotency-Key``) finishes the first refund, never a second;
+    ``request_fingerprint`` is stored with it, so the same key with another body is refused.
 
     Raises:
+        IdempotencyMismatch: the key already asked for a different refund (another order, amount or reason; 422).
         OrderNotFound: no such order.
         RefundNotAllowed: nothing captured, ``amount`` above captured − refunded (field ``amount``), or
             ``restock`` on an order whose stock was never committed or was already restocked (field ``restock``).
         RefundFailed: the gateway refused the refund (409); GatewayUnavailable: no answer (503, the refund stays
             pending and the reconcile job completes it).
     """
-    return await _refund(services, principal, order_id=order_id, payment_id=None, body=body, request_key=request_key)
+    return await _refund(
+        services,
+        principal,
+        order_id=order_id,
+        payment_id=None,
+        body=body,
+        request_key=request_key,
+        request_fingerprint=request_fingerprint,
+    )
 
 
 async def refund_payment(
@@ -334,11 +375,20 @@ async def refund_payment(
     reason: str,
     *,
     request_key: str | None = None,
+    request_fingerprint: str | None = None,
 ) -> Refund:
-    """Refund (part of) one payment (API.md ``POST /payments/{id}/refund``); raises as :func:`refund_order`
-    plus :class:`PaymentNotFound`."""
+    """Refund (part of) one payment (API.md ``POST /payments/{id}/refund``); idempotency and errors as
+    :func:`refund_order`, plus :class:`PaymentNotFound`."""
     body = RefundCreate(amount=amount, reason=reason, restock=False)
-    return await _refund(services, principal, order_id=None, payment_id=payment_id, body=body, request_key=request_key)
+    return await _refund(
+        services,
+        principal,
+        order_id=None,
+        payment_id=payment_id,
+        body=body,
+        request_key=request_key,
+        request_fingerprint=request_fingerprint,
+    )
 
 
 async def _refund(
@@ -349,9 +399,13 @@ async def _refund(
     payment_id: uuid.UUID | None,
     body: RefundCreate,
     request_key: str | None,
+    request_fingerprint: str | None,
 ) -> Refund:
     actor_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
+        earlier = await repository.refund_for_request(session, request_key) if request_key else None
+        if earlier is not None:
+            _check_same_request(earlier.request_fingerprint, request_fingerprint)
         if payment_id is not None:
             found = await repository.payment(session, payment_id)
             if found is None:
@@ -359,13 +413,12 @@ async def _refund(
             order_id = found.order_id
         assert order_id is not None
         order = await orders.get_order(session, principal, order_id, lock=True)
-        earlier = await repository.refund_for_request(session, request_key) if request_key else None
         safety_net = None
         if earlier is not None:  # a retry of this request: finish that refund, never start a second one
             refund_id = earlier.id
         else:
             refund_id, safety_net = await _record_refund(
-                session, services, order, payment_id, body, actor_id, request_key
+                session, services, order, payment_id, body, actor_id, request_key, request_fingerprint
             )
     refund = await _carry_out(services, refund_id, done=safety_net)
     if refund.status == RefundState.failed:
@@ -381,6 +434,7 @@ async def _record_refund(
     body: RefundCreate,
     actor_id: uuid.UUID | None,
     request_key: str | None,
+    request_fingerprint: str | None,
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending.
     Returns the refund's id and its reconcile job's."""
@@ -409,6 +463,7 @@ async def _record_refund(
         status=RefundState.pending,
         actor_id=actor_id,
         request_key=request_key,
+        request_fingerprint=request_fingerprint if request_key else None,
     )
     session.add(refund)
     job_id = jobs.enqueue(
@@ -464,16 +519,17 @@ async def _settle_refund(
         payment.status = (
             PaymentState.refunded if payment.refunded_amount >= payment.amount else PaymentState.partially_refunded
         )
-        await session.flush()
-        still_held = await repository.held(session, order.id)
-        # a refund of a surplus charge (an orphan: the order was paid by another attempt) leaves the order paid
-        if order.payment_status in money.REFUNDABLE and still_held < order.total:
+        # Only the attempt that paid the order (``applied``; there is one) moves it. A surplus charge (it landed
+        # after the order was paid another way, or cancelled) was never the order's money: its refund, before or
+        # after the order's own, leaves the order as it is, and it never keeps the order's full refund from
+        # making the order ``refunded`` (and restocking it).
+        if payment.applied and order.payment_status in money.REFUNDABLE:
             await money.mark_refunded(
                 session,
                 order,
                 refund_id=refund.id,
                 amount=refund.amount,
-                fully=still_held <= 0,
+                fully=payment.status == PaymentState.refunded,
                 restock=refund.restock,
                 actor_id=refund.actor_id,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -74,15 +75,33 @@ class RateLimiter:
             raise await self._refusal(name, key)
         return await self._quota(name, key)
 
-    async def check(self, name: str, key: str) -> None:
-        """Raise :class:`RateLimited` if ``key`` has no request left under ``name``, without counting one."""
-        if self.enabled and not await self.strategy.test(self.items[name], name, key):
+    async def attempt(self, name: str, key: str) -> None:
+        """Count one attempt of ``key`` against ``name`` *before* making it, in the same atomic step as the check
+        (the storage's moving-window acquire: one Lua script on Redis, one lock-held step in memory). Concurrent
+        attempts therefore cannot all pass a check made before any of them was counted. Give the count back with
+        :meth:`forgive` when the attempt turns out not to count (a successful login).
+
+        Raises:
+            RateLimited: no attempt left in the window (429); nothing is counted.
+        """
+        if self.enabled and not await self.strategy.hit(self.items[name], name, key):
             raise await self._refusal(name, key)
 
-    async def count(self, name: str, key: str) -> None:
-        """Count one event (a failed login) without refusing."""
-        if self.enabled:
-            await self.strategy.hit(self.items[name], name, key)
+    async def forgive(self, name: str, key: str) -> None:
+        """Take back one attempt counted by :meth:`attempt`: the newest entry of ``key``'s window. Entries are
+        bare timestamps, so the count is exact; an attempt counted while ours ran keeps ours' (slightly earlier)
+        expiry. ``limits`` has no public call for this: it edits the window where the library's own moving-window
+        code keeps it (a list in memory, a Redis list filled by ``LPUSH``)."""
+        if not self.enabled:
+            return
+        window = self.items[name].key_for(name, key)
+        if isinstance(self.storage, MemoryStorage):
+            entries = self.storage.events.get(window)
+            if entries:  # no await between reading and popping: atomic for this event loop
+                entries.pop(0)
+        else:
+            bridge = cast(Any, self.storage).bridge
+            await bridge.get_connection().lpop(bridge.prefixed_key(window))
 
     async def _quota(self, name: str, key: str) -> Quota:
         item = self.items[name]
