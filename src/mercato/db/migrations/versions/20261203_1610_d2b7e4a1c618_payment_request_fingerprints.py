@@ -7,8 +7,8 @@ order, card or amount) be refused with 422 ``idempotency-mismatch`` instead of f
 from before this revision have none and are not compared.
 
 Revision ID: d2b7e4a1c618
-Revises: c5e1f7a2d930
-Create Date: 2026-12-03 15:40:00.000000+00:00
+Revises: b7e3d1f08a52
+Create Date: 2026-12-03 16:10:00.000000+00:00
 """
 
 from collections.abc import Sequence
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "d2b7e4a1c618"
-down_revision: str | None = "c5e1f7a2d930"
+down_revision: str | None = "b7e3d1f08a52"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
