@@ -364,6 +364,28 @@ async def test_refunds_partial_full_restock_and_limits(
     assert await money_problems(services) == []
 
 
+async def test_a_fully_refunded_order_cannot_ship_but_can_be_cancelled(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, pid = await placed(client, admin)
+    assert (await pay(client, order["id"], headers)).status_code == 201
+    refunded = await client.post(f"/api/v1/orders/{order['id']}/refund", json={"reason": "changed mind"}, headers=admin)
+    assert refunded.status_code == 201 and refunded.json()["amount"] == "40.00"
+    for ship in (
+        client.post(f"/api/v1/orders/{order['id']}/ship", json={}, headers=admin),
+        client.put(f"/api/v1/orders/{order['id']}/status", json={"status": "shipped"}, headers=admin),
+    ):
+        refused = await ship
+        assert refused.status_code == 409, refused.text
+        assert "fully refunded" in refused.json()["detail"]
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("processing", "refunded")
+    cancelled = await client.post(f"/api/v1/orders/{order['id']}/cancel", json={}, headers=admin)
+    assert cancelled.status_code == 200, cancelled.text
+    assert await stock(services, pid) == (5, 0)  # the committed units are back on hand
+    assert await money_problems(services) == []
+
+
 async def test_cancelling_a_paid_order_refunds_it_in_full(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

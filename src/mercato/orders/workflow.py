@@ -22,7 +22,7 @@ from mercato.identity.schemas import AddressCreate
 from mercato.inventory import service as inventory
 from mercato.orders import events, repository, rules, service
 from mercato.orders.errors import InvalidTransition
-from mercato.orders.models import Order, OrderStatus
+from mercato.orders.models import Order, OrderStatus, PaymentStatus
 from mercato.orders.schemas import OrderStatusChange, OrderTrackingRead, TrackingEventRead
 from mercato.platform.email import queue_email
 
@@ -250,6 +250,9 @@ async def _locked(session: AsyncSession, principal: Principal, order_id: uuid.UU
 def _check(order: Order, target: OrderStatus) -> None:
     if not rules.can_move(order.status, target):
         raise InvalidTransition(f"Order {order.number} is {order.status}; it cannot move to {target}.")
+    if target == OrderStatus.shipped and order.payment_status == PaymentStatus.refunded:
+        # the customer has all the money back: sending the goods too would give them away; cancel it instead
+        raise InvalidTransition(f"Order {order.number} is fully refunded; it cannot be shipped (cancel it instead).")
 
 
 def _units(order: Order) -> list[tuple[uuid.UUID, uuid.UUID | None, int]]:
