@@ -233,6 +233,12 @@ async def test_a_variant_in_an_order_not_yet_delivered_or_cancelled_cannot_be_de
     assert delivered.status_code == 200, delivered.text
     assert (await delete(small)).status_code == 204
     assert await variants() == []
+    # a refund with restock of the delivered order: the money goes back; the deleted variant's units cannot
+    refund = await client.post(
+        f"{ORDERS}/{shipped['id']}/refund", json={"reason": "returned", "restock": True}, headers=admin
+    )
+    assert refund.status_code == 201, refund.text
+    assert (await client.get(f"{ORDERS}/{shipped['id']}", headers=customer)).json()["payment_status"] == "refunded"
 
 
 async def stock_of(services: Services, variant_id: str) -> tuple[int, int]:

@@ -85,6 +85,14 @@ def _unit(product_id: uuid.UUID, variant_id: uuid.UUID | None) -> ColumnElement[
     )
 
 
+async def existing_variants(session: AsyncSession, variant_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``variant_ids`` that still exist (a variant may be deleted once no unfinished order has it)."""
+    wanted = list(variant_ids)
+    if not wanted:
+        return set()
+    return set(await session.scalars(select(ProductVariant.id).where(ProductVariant.id.in_(wanted))))
+
+
 async def item(
     session: AsyncSession, product_id: uuid.UUID, variant_id: uuid.UUID | None, *, lock: bool = False
 ) -> InventoryItem | None:

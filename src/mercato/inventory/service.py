@@ -270,13 +270,17 @@ async def restock(
     actor_id: uuid.UUID | None = None,
 ) -> None:
     """Put sold units back on hand (returns, refunds with restock, cancelling a paid order): ``on_hand += n``.
-    A unit without a stock row gets one.
+    A unit without a stock row gets one. Units of a variant deleted since the sale (allowed once its orders were
+    delivered, cancelled or returned) have nowhere to go back to and are skipped.
 
     Raises:
         Conflict: the count would pass the ceiling of 1,000,000,000 units.
         ValidationFailed: a quantity is not positive.
     """
     merged = _merged(units)
+    variant_ids = {variant_id for _, variant_id, _ in merged if variant_id is not None}
+    gone = variant_ids - await repository.existing_variants(session, variant_ids)
+    merged = [unit for unit in merged if unit[1] not in gone]
     for product_id, variant_id, n in merged:
         counts = await _add(session, product_id, variant_id, n)
         _moved(session, product_id, variant_id, counts, n, 0, reason, reference, actor_id)
