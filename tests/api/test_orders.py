@@ -479,6 +479,35 @@ async def test_unpaid_order_expires_and_releases_stock(
     assert await count(services, OrderEvent, OrderEvent.type == "order.cancelled", OrderEvent.actor_id.is_(None)) == 1
 
 
+async def test_staff_order_on_the_web_channel_does_not_expire(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """POST /admin/orders: "the reservation does not expire" for orders staff enter, whatever their channel."""
+    pid = await product(client, admin, stock=3)
+    body = {
+        "customer": {"name": "Grace Hopper"},
+        "items": [{"product_id": pid, "quantity": 2}],
+        "channel": "web",
+        "shipping_address": ADDRESS,
+    }
+    created = await client.post("/api/v1/admin/orders", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    order = created.json()
+    assert (order["channel"], order["reservation_expires_at"]) == ("web", None)
+
+    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
+    clock.set_clock(lambda: later)
+    try:
+        await services.jobs.run_due()
+    finally:
+        clock.set_clock(None)
+
+    after = (await client.get(f"{ORDERS}/{order['id']}", headers=admin)).json()
+    assert (after["status"], after["cancel_reason"]) == ("pending", None)
+    assert await stock(services, pid) == (3, 2)
+    assert await count(services, OrderEvent, OrderEvent.type == "order.cancelled") == 0
+
+
 async def test_popularity_counts_units_sold_in_the_last_30_days(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

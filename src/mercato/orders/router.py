@@ -245,7 +245,7 @@ async def priority_orders(
     summary="Enter an order taken on another channel (staff)",
     description=(
         "Source 002: orders taken on Instagram, Facebook, WhatsApp, by phone or in person, for a customer with or "
-        "without an account. Stock is reserved; the reservation does not expire."
+        "without an account. Stock is reserved; the reservation does not expire, whatever the channel."
     ),
     responses=problems(Unauthorized, Forbidden, ValidationFailed, NotFound, InsufficientStock),
 )

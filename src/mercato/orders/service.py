@@ -109,6 +109,7 @@ async def place_order(
         notes=body.notes,
         actor_id=user_id,
         token=token,
+        expires=True,
     )
     await cart_service.empty_cart(session, cart.cart_id)
     return order, token
@@ -116,7 +117,8 @@ async def place_order(
 
 async def create_channel_order(session: AsyncSession, principal: Principal, body: ChannelOrderCreate) -> Order:
     """Staff enter an order taken on another channel (source 002) for a customer with or without an account.
-    Stock is reserved as for web orders; the reservation does not expire (staff follow such orders up).
+    Stock is reserved as for web orders; the reservation does not expire, whatever the channel (``web``
+    included): staff follow such orders up.
 
     Raises:
         ValidationFailed: a bad postal code, a shipping method that does not exist or does not ship there.
@@ -144,6 +146,7 @@ async def create_channel_order(session: AsyncSession, principal: Principal, body
         actor_id=principal.user_id,
         priority=body.priority,
         expected_delivery_date=body.expected_delivery_date,
+        expires=False,
     )
 
 
@@ -169,6 +172,7 @@ async def _open_order(
     channel: Channel,
     notes: str | None,
     actor_id: uuid.UUID | None,
+    expires: bool,
     token: str | None = None,
     priority: Priority = Priority.normal,
     expected_delivery_date: Any = None,
@@ -238,7 +242,7 @@ async def _open_order(
         expected_delivery_date=expected_delivery_date,
         notes=notes,
         token_hash=rules.token_hash(token) if token else None,
-        reservation_expires_at=now + timedelta(seconds=ttl) if channel is Channel.web else None,
+        reservation_expires_at=now + timedelta(seconds=ttl) if expires else None,
         created_at=now,
         updated_at=now,
         items=[
