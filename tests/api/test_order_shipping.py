@@ -241,3 +241,90 @@ async def test_staff_orders_get_shipping_and_keep_their_own_date(
     assert money(promised.json()) == ("62.50", "0.00", "19.99", "0.00", "82.49")
     assert promised.json()["expected_delivery_date"] == "2026-12-24"
     assert promised.json()["shipping_method"]["name"] == "Express"
+
+
+async def test_a_new_address_the_method_does_not_ship_to_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """PATCH /orders/{id}/shipping checks the new address as placement does: the order's method must ship there."""
+    express = await method(client, admin, **EXPRESS)
+    thing = await product(client, admin)
+    headers = await customer_with_cart(client, thing, 1)
+    placed = await place(client, headers, shipping_address=LONDON, shipping_method_id=express["id"])
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+
+    patch = f"{ORDERS}/{order['id']}/shipping"
+    refused = await client.patch(patch, json={"shipping_address": TOKYO}, headers=headers)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("/validation-error")
+    assert error_locs(refused) == [["body", "shipping_address", "country"]]
+    assert "Express does not ship to JP" in refused.json()["detail"]
+    now = (await client.get(f"{ORDERS}/{order['id']}", headers=headers)).json()
+    assert now["shipping_address"]["city"] == "London" and money(now) == money(order)
+    history = (await client.get(f"{ORDERS}/{order['id']}/events", headers=headers)).json()["data"]
+    assert [e["type"] for e in history] == ["order.placed"]
+
+    elsewhere = SAN_FRANCISCO | {"region": None}  # Express ships to the US; no tax rates: the totals stay right
+    moved = await client.patch(patch, json={"shipping_address": elsewhere}, headers=headers)
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["address"]["country"] == "US" and moved.json()["method"]["id"] == express["id"]
+
+
+async def test_a_new_address_that_would_change_the_tax_is_422_and_one_that_would_not_is_accepted(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """API.md: the method and the totals stay as placed, so a destination taxed differently is refused (422 on the
+    field that changes the rate) rather than leaving a total taxed at the wrong rate; the same rate is accepted."""
+    await method(client, admin, **STANDARD)
+    await tax_rates(
+        client,
+        admin,
+        {"country": "GB", "rate": "0.2"},
+        {"country": "DE", "rate": "0.2"},
+        {"country": "US", "rate": "0.05"},
+        {"country": "US", "region": "CA", "rate": "0.0825"},
+    )
+    thing = await product(client, admin, price="20.00", weight_grams=1000)
+    headers = await customer_with_cart(client, thing, 1)
+    placed = await place(client, headers, shipping_address=SAN_FRANCISCO)
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    # Standard 4.99 + 1.00; tax 8.25 % of 25.99 = 2.144175 → 2.14
+    assert money(order) == ("20.00", "0.00", "5.99", "2.14", "28.13")
+    patch = f"{ORDERS}/{order['id']}/shipping"
+
+    to_london = await client.patch(patch, json={"shipping_address": LONDON}, headers=headers)
+    new_york = SAN_FRANCISCO | {"city": "New York", "region": "NY", "postal_code": "10001"}
+    to_new_york = await client.patch(patch, json={"shipping_address": new_york}, headers=headers)
+
+    assert to_london.status_code == 422 and error_locs(to_london) == [["body", "shipping_address", "country"]]
+    assert to_new_york.status_code == 422 and error_locs(to_new_york) == [["body", "shipping_address", "region"]]
+    assert "2.14" in to_new_york.json()["detail"] and "1.30" in to_new_york.json()["detail"]  # 5 % of 25.99
+    unchanged = (await client.get(f"{ORDERS}/{order['id']}", headers=headers)).json()
+    assert unchanged["shipping_address"]["city"] == "San Francisco" and money(unchanged) == money(order)
+
+    los_angeles = SAN_FRANCISCO | {"city": "Los Angeles", "region": "ca", "postal_code": "90001"}
+    moved = await client.patch(patch, json={"shipping_address": los_angeles}, headers=headers)
+    assert moved.status_code == 200, moved.text
+    after = (await client.get(f"{ORDERS}/{order['id']}", headers=headers)).json()
+    assert after["shipping_address"]["city"] == "Los Angeles" and money(after) == money(order)
+
+    # same rate in another country: accepted, totals as placed
+    london_buyer = await customer_with_cart(client, thing, 1)
+    in_london = (await place(client, london_buyer, shipping_address=LONDON)).json()
+    berlin = LONDON | {"city": "Berlin", "postal_code": "10117", "country": "DE"}
+    to_berlin = await client.patch(
+        f"{ORDERS}/{in_london['id']}/shipping", json={"shipping_address": berlin}, headers=london_buyer
+    )
+    assert to_berlin.status_code == 200, to_berlin.text
+    berlin_order = (await client.get(f"{ORDERS}/{in_london['id']}", headers=london_buyer)).json()
+    assert berlin_order["shipping_address"]["country"] == "DE" and money(berlin_order) == money(in_london)
+
+    # the rate table changing later does not block a change within the same destination
+    await tax_rates(client, admin, {"country": "US", "region": "CA", "rate": "0.09"})
+    street = los_angeles | {"line1": "2 Main Street"}
+    fixed = await client.patch(patch, json={"shipping_address": street}, headers=headers)
+    assert fixed.status_code == 200, fixed.text
+    assert money((await client.get(f"{ORDERS}/{order['id']}", headers=headers)).json()) == money(order)

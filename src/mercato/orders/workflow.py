@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato.cart import rules as pricing
 from mercato.errors import ValidationFailed
 from mercato.identity import users_service
 from mercato.identity.principal import Principal
@@ -25,6 +26,7 @@ from mercato.orders.errors import InvalidTransition
 from mercato.orders.models import Order, OrderStatus, PaymentStatus
 from mercato.orders.schemas import OrderStatusChange, OrderTrackingRead, TrackingEventRead
 from mercato.platform.email import queue_email
+from mercato.shipping import service as shipping_service
 
 #: Where the shipping address may still change (not yet shipped, not cancelled).
 ADDRESS_CHANGEABLE = rules.OPEN_STATUSES
@@ -219,13 +221,24 @@ async def change_shipping_address(
     order_token: str | None,
 ) -> Order:
     """Send the order elsewhere while it is pending or processing (its customer, a guest with the order token, or
-    an admin). The address is checked as at placement; the shipping method and the totals stay as placed. Appends
-    ``order.updated`` with the new address (nothing when it is unchanged or left out).
+    an admin). Appends ``order.updated`` with the new address (nothing when it is unchanged or left out).
+
+    The address is checked as at placement (``POST /orders``), by the same functions: the postal code must fit
+    the country, and when the country changes the order's shipping method must ship there
+    (:func:`mercato.shipping.service.quote` with the order's method). API.md keeps the shipping method and the
+    totals as placed, so a destination that would change them is refused with 422, not recomputed: when the
+    country or region changes, the tax the pricing function gives at the new destination's rate (the current
+    ``/admin/tax-rates``) must equal the order's ``tax_total``. Shipping costs do not depend on the destination
+    (same method, same parcel). A change within the same country and region is never refused for tax, even if
+    the rate table changed since placement; an order placed without a shipping method has no method to check.
 
     Raises:
         OrderNotFound: no such order, or not the caller's.
         InvalidTransition: the order is shipped, delivered, returned or cancelled.
-        ValidationFailed: the postal code does not fit the country (``shipping_address.postal_code``).
+        ValidationFailed: the postal code does not fit the country (``shipping_address.postal_code``); the order's
+            method does not ship to the new country or is no longer offered (``shipping_address.country``); the
+            new destination would be taxed differently (``shipping_address.country``, or ``.region`` when only
+            the region changes).
     """
     order = await service.get_order(session, principal, order_id, order_token=order_token, lock=True)
     if order.status not in ADDRESS_CHANGEABLE:
@@ -234,6 +247,7 @@ async def change_shipping_address(
         return order
     checked = users_service.checked_address(address)
     if checked != order.shipping_address:
+        await _check_destination(session, order, checked)
         order.shipping_address = checked
         actor = principal.user_id if principal is not None else None
         await events.record(session, order, "order.updated", {"shipping_address": checked}, actor)
@@ -241,6 +255,47 @@ async def change_shipping_address(
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
+
+
+async def _check_destination(session: AsyncSession, order: Order, address: dict[str, Any]) -> None:
+    """Refuse a new shipping address that the order's method does not serve or that would change its totals
+    (see :func:`change_shipping_address`). Raises :class:`ValidationFailed`."""
+    before = order.shipping_address or {}
+    country = str(address["country"]).upper()
+    new_country = country != str(before.get("country") or "").upper()
+    field = "country" if new_country else "region"
+    if new_country and order.shipping_method is not None:
+        try:
+            await shipping_service.quote(
+                session,
+                country=country,
+                units=_units(order),
+                method_id=uuid.UUID(str(order.shipping_method["id"])),
+                subtotal=order.subtotal - order.discount_total,
+            )
+        except ValidationFailed as exc:
+            raise ValidationFailed(exc.detail, loc=["body", "shipping_address", "country"]) from exc
+    if not new_country and _region(address) == _region(before):
+        return
+    rate = await shipping_service.tax_rate(session, country, address.get("region"))
+    tax = pricing.price(
+        [pricing.Line("order", order.subtotal, 1)],
+        discount=pricing.Discount("fixed", order.discount_total),
+        shipping=pricing.Shipping(order.shipping_total),
+        tax_rate=rate,
+    ).tax_total
+    if tax != order.tax_total:
+        raise ValidationFailed(
+            f"Shipping order {order.number} there would change its tax from {order.tax_total} to {tax} "
+            f"{order.currency}; the totals stay as placed (cancel the order and order again to ship there).",
+            loc=["body", "shipping_address", field],
+        )
+
+
+def _region(address: dict[str, Any]) -> str | None:
+    """The region as the tax table compares it (trimmed, case-folded; blank = none)."""
+    region = str(address.get("region") or "").strip().casefold()
+    return region or None
 
 
 async def _locked(session: AsyncSession, principal: Principal, order_id: uuid.UUID) -> Order:

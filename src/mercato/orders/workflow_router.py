@@ -145,8 +145,10 @@ async def get_shipping(
     summary="Change an order's shipping address",
     description=(
         "While the order is `pending` or `processing` (then 409 `invalid-transition`): the address is checked as "
-        "at placement (422 for a postal code that does not fit the country); the shipping method and the totals "
-        "stay as placed. Appends `order.updated`. For the order's customer, a guest with `X-Order-Token`, and admins "
+        "at placement (422 for a postal code that does not fit the country, or a new country the order's shipping "
+        "method does not ship to); the shipping method and the totals stay as placed, so a destination taxed at "
+        "another rate is refused with 422 (`shipping_address.country`, or `.region`) rather than recomputed. "
+        "Appends `order.updated`. For the order's customer, a guest with `X-Order-Token`, and admins "
         "(sales staff get 403)."
     ),
     responses=problems(OrderNotFound, InvalidTransition, ValidationFailed, Forbidden),
