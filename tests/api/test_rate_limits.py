@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from mercato.identity.models import AuthSession, User
 from mercato.platform.context import Services
 from mercato.web.ratelimit import RateLimiter
-from tests.conftest import STRONG_PASSWORD, register
+from tests.conftest import STRONG_PASSWORD, bearer, make_admin, register
 
 SMALL = {
     "rate_limit_login_account": "3/15 minutes",
@@ -23,10 +24,25 @@ SMALL = {
 }
 
 
+RATE_HEADERS = ("ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
 @pytest.fixture
 async def small_limits(services: Services) -> AsyncIterator[RateLimiter]:
+    async for limiter in _limits(services, SMALL):
+        yield limiter
+
+
+@pytest.fixture
+async def roomy_limits(services: Services) -> AsyncIterator[RateLimiter]:
+    """Limits on, with room for a few dozen requests a minute."""
+    async for limiter in _limits(services, {"rate_limit_default": "60/minute"}):
+        yield limiter
+
+
+async def _limits(services: Services, update: dict[str, str]) -> AsyncIterator[RateLimiter]:
     original = services.limiter
-    settings = services.settings.model_copy(update=SMALL)
+    settings = services.settings.model_copy(update=update)
     limiter = RateLimiter(settings, prefix=services.cache.prefix + "small:")
     await limiter.reset()
     services.limiter = limiter
@@ -148,6 +164,43 @@ async def test_general_limit_and_headers(client: httpx.AsyncClient, small_limits
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) >= 1
     assert (await client.get("/health")).status_code == 200  # outside /api/v1: never limited
+
+
+async def test_catalog_reads_carry_the_rate_limit_headers(
+    client: httpx.AsyncClient, services: Services, roomy_limits: RateLimiter
+) -> None:
+    """API.md §1: every response carries the rate-limit fields, catalog reads too (their routes build their own
+    response for ETag/304), whether computed, replayed from the catalog cache or answered 304."""
+    admin = bearer(await make_admin(services, client))
+    client.cookies.clear()  # the reads below are anonymous: counted per IP
+    body = {"name": "Xylophone", "price": "10.00", "status": "active", "stock": 3}
+    created = await client.post("/api/v1/products", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    product_id = created.json()["id"]
+    reference = await client.get("/api/v1/shipping/methods")
+    assert reference.status_code == 200 and reference.headers["ratelimit-policy"] == '"default";q=60;w=60'
+    remaining = int(reference.headers["x-ratelimit-remaining"])
+    paths = ("/api/v1/products", f"/api/v1/products/{product_id}", "/api/v1/products/search?q=x", "/api/v1/catalog")
+
+    for _ in range(2):  # computed, then replayed from the catalog cache
+        for path in paths:
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text)
+            assert [name for name in RATE_HEADERS if name not in response.headers] == [], path
+            assert response.headers["ratelimit-policy"] == reference.headers["ratelimit-policy"], path
+            remaining -= 1
+            assert response.headers["x-ratelimit-remaining"] == str(remaining), path
+            assert response.headers["ratelimit"].startswith(f'"default";r={remaining};t='), path
+
+    etag = (await client.get(f"/api/v1/products/{product_id}")).headers["etag"]
+    not_modified = await client.get(f"/api/v1/products/{product_id}", headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert not_modified.headers["x-ratelimit-remaining"] == str(remaining - 2)
+    missing = await client.get(f"/api/v1/products/{uuid.uuid4()}")  # a problem response counts and says so
+    assert missing.status_code == 404 and missing.headers["x-ratelimit-remaining"] == str(remaining - 3)
+    signed_in = await client.get("/api/v1/products", headers=admin)  # not the anonymous replay
+    assert signed_in.status_code == 200 and signed_in.headers["ratelimit-policy"] == '"default";q=60;w=60'
+    assert int(signed_in.headers["x-ratelimit-remaining"]) < 60
 
 
 async def test_trusted_proxy_forwarded_for(

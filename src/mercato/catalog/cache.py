@@ -107,10 +107,8 @@ class CachedReadRoute(APIRoute):
                 return response
             body, etag, link = stored
             headers = {"Link": link} if link else {}
-            if services.limiter.enabled:  # what the /api/v1 router's general_rate_limit dependency does
-                limits = Response()
-                await general_rate_limit(request, limits, None)
-                headers.update((name, value) for name, value in limits.headers.items() if name != "content-length")
+            # what the /api/v1 router's dependency does; the request middleware adds the rate-limit headers
+            await general_rate_limit(request, None)
             if "if-none-match" in request.headers:
                 return json_response(request, body, headers=headers)
             return Response(body, media_type="application/json", headers={"ETag": etag, **headers})

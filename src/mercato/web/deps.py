@@ -12,7 +12,7 @@ import hmac
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,7 @@ from mercato.identity.principal import Principal
 from mercato.platform import request_context
 from mercato.platform.context import Services
 from mercato.web.middleware import client_ip
+from mercato.web.ratelimit import QUOTA_STATE
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ACCESS_COOKIE = "mercato_access"
@@ -193,13 +194,20 @@ def require(*roles: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal
 Admin = Annotated[Principal, Depends(require(Role.admin))]
 
 
-async def general_rate_limit(request: Request, response: Response, principal: ResolvedPrincipal) -> None:
-    """The per-client limit on every ``/api/v1`` request (per user, or per IP when anonymous); sets the
-    rate-limit headers on the response."""
+async def general_rate_limit(request: Request, principal: ResolvedPrincipal) -> None:
+    """The per-client limit on every ``/api/v1`` request (per user, or per IP when anonymous).
+
+    Leaves the quota left in ``request.state`` (:data:`mercato.web.ratelimit.QUOTA_STATE`); the request middleware
+    turns it into the rate-limit headers of whatever response the route sends (API.md §1: every response).
+    Headers set on FastAPI's injected ``Response`` would be lost when a route returns its own ``Response``.
+
+    Raises:
+        RateLimited: the client has no request left in the window (429 with ``Retry-After``).
+    """
     limiter = request.app.state.services.limiter
     if not limiter.enabled:
         return
     key = f"user:{principal.user_id}" if principal and principal.user_id else f"ip:{_ip(request)}"
     quota = await limiter.hit("default", key)
     if quota is not None:
-        response.headers.update(quota.headers())
+        setattr(request.state, QUOTA_STATE, quota)

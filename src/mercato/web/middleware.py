@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mercato.platform.metrics import Metrics
 from mercato.web.problems import PROBLEM_JSON, problem_body
+from mercato.web.ratelimit import QUOTA_STATE, Quota
 
 log = structlog.get_logger("mercato.web")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -38,8 +39,9 @@ class _BodyTooLarge(HTTPException):
 
 class RequestContextMiddleware:
     """Adds ``X-Request-ID`` (echoed when the client sent a sane one), security headers (RFC 6797 HSTS when
-    TLS is on), refuses bodies over ``max_body_bytes`` with 413 problem+json, and records Prometheus metrics
-    by route template."""
+    TLS is on) and the rate-limit headers of the quota the general limit left in the request state (see
+    :mod:`mercato.web.ratelimit`), refuses bodies over ``max_body_bytes`` with 413 problem+json, and records
+    Prometheus metrics by route template."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, hsts: bool) -> None:
         self.app = app
@@ -52,7 +54,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         extra_headers = [(b"x-request-id", request_id.encode()), *self.headers]
         status = 500
@@ -64,6 +67,9 @@ class RequestContextMiddleware:
                 started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), *extra_headers]
+                quota: Quota | None = state.get(QUOTA_STATE)
+                if quota is not None:
+                    message["headers"].extend(quota.raw_headers())
             await send(message)
 
         received = 0

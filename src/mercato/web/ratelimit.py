@@ -4,6 +4,11 @@ Defaults and headers follow API.md §1: every response under ``/api/v1`` carries
 ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers, structured fields) and ``X-RateLimit-Limit``,
 ``X-RateLimit-Remaining``, ``X-RateLimit-Reset`` (seconds until the window frees a request); a refused request is a
 429 problem with ``Retry-After``. ``MERCATO_RATE_LIMITS=false`` turns every limit off.
+
+One mechanism puts the headers on responses: the general limit (``mercato.web.deps.general_rate_limit``) leaves
+the request's :class:`Quota` in the ASGI scope's state under :data:`QUOTA_STATE`, and the request middleware
+(``mercato.web.middleware.RequestContextMiddleware``) adds its headers when the response starts — whatever the
+route returned (a model, its own ``Response`` such as the catalog's ETag/304 answers, a problem).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from mercato.config import Settings
 from mercato.errors import RateLimited
+
+#: Key of the request's :class:`Quota` in the ASGI scope's ``state`` (``request.state``).
+QUOTA_STATE = "rate_limit_quota"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,10 @@ class Quota:
             "X-RateLimit-Remaining": str(self.remaining),
             "X-RateLimit-Reset": str(self.reset),
         }
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """:meth:`headers` as ASGI header pairs (lower-case names, latin-1 bytes)."""
+        return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers().items()]
 
 
 class RateLimiter:
