@@ -382,6 +382,31 @@ async def test_who_may_read_tracking_and_shipping(client: httpx.AsyncClient, app
         assert moved.status_code == 200 and moved.json()["address"]["line1"] == "10 Downing Street"
 
 
+async def test_sales_staff_may_not_read_tracking_or_shipping(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """API.md: GET /orders/{id}/tracking and /shipping are "C (own), A": sales staff get 403 (they still read the
+    order itself and its events, "C (own), A, S"); a sales account's own order is its own."""
+    pid = await product(client, admin)
+    owner = bearer(await register(client))
+    order = await place(client, pid, owner, 1)
+    sales = bearer(await user_with_role(services, client, "sales"))
+
+    for path in ("/tracking", "/shipping"):
+        refused = await client.get(f"{ORDERS}/{order['id']}{path}", headers=sales)
+        assert refused.status_code == 403 and refused.json()["type"].endswith("/forbidden"), path
+        assert order["number"] not in refused.text and "Lovelace" not in refused.text  # none of the order's data
+        missing = await client.get(f"{ORDERS}/{uuid.uuid4()}{path}", headers=sales)
+        assert missing.status_code == 404, path
+        assert (await client.get(f"{ORDERS}/{order['id']}{path}", headers=admin)).status_code == 200
+    assert (await client.get(f"{ORDERS}/{order['id']}", headers=sales)).status_code == 200
+    assert (await client.get(f"{ORDERS}/{order['id']}/events", headers=sales)).status_code == 200
+
+    own = await place(client, pid, sales, 1)
+    for path in ("/tracking", "/shipping"):
+        assert (await client.get(f"{ORDERS}/{own['id']}{path}", headers=sales)).status_code == 200, path
+
+
 async def test_shipping_address_changes_until_the_order_ships(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

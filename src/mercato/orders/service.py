@@ -302,22 +302,29 @@ async def get_order(
     *,
     order_token: str | None = None,
     lock: bool = False,
+    customer_or_admin: bool = False,
 ) -> Order:
     """The order if the caller may see it: staff, its customer, or a guest with its order token.
 
     ``lock=True`` is for a caller about to change the order: it takes the order's row lock, and only the order's
     own customer (or guest with its token) or an admin may go on; sales staff read orders but do not change
-    them (API.md: ``PATCH``/``DELETE /orders/{id}`` are "C (own), A").
+    them (API.md: ``PATCH``/``DELETE /orders/{id}`` are "C (own), A"). ``customer_or_admin=True`` applies the same
+    rule to a read, for the routes API.md lists as "C (own), A" (``GET /orders/{id}/tracking``, ``/shipping``).
 
     Raises:
         OrderNotFound: no such order, or not the caller's (never reveals that it exists).
-        Forbidden: ``lock`` and the caller is staff without the admin role, and not the order's customer.
+        Forbidden: ``lock`` or ``customer_or_admin``, and the caller is staff without the admin role, and not the
+            order's customer.
     """
     order = await repository.order(session, order_id, lock=lock)
     if order is None or not (is_staff(principal) or _owns(principal, order, order_token)):
         raise OrderNotFound(f"No order {order_id}.")
-    if lock and not _owns(principal, order, order_token) and not (principal is not None and principal.is_admin):
-        raise Forbidden("Sales staff may read this order; only its customer or an admin may change it.")
+    if (lock or customer_or_admin) and not (
+        _owns(principal, order, order_token) or (principal is not None and principal.is_admin)
+    ):
+        if lock:
+            raise Forbidden("Sales staff may read this order; only its customer or an admin may change it.")
+        raise Forbidden("Only the order's customer or an admin may see this.")
     return order
 
 

@@ -183,12 +183,14 @@ async def tracking(
     session: AsyncSession, principal: Principal | None, order_id: uuid.UUID, *, order_token: str | None
 ) -> OrderTrackingRead:
     """Where the order is: status, carrier, tracking number, estimated delivery (the expected delivery date) and
-    every status it reached, oldest first, with the note staff left on that step.
+    every status it reached, oldest first, with the note staff left on that step. For the order's customer (or a
+    guest with its token) and admins (API.md "C (own), A").
 
     Raises:
         OrderNotFound: no such order, or not the caller's.
+        Forbidden: sales staff, for an order that is not their own.
     """
-    order = await service.get_order(session, principal, order_id, order_token=order_token)
+    order = await service.get_order(session, principal, order_id, order_token=order_token, customer_or_admin=True)
     steps: list[TrackingEventRead] = []
     for event in await repository.events(session, order.id):
         if steps and steps[-1].status == event.status:
@@ -208,8 +210,14 @@ async def tracking(
 async def shipping(
     session: AsyncSession, principal: Principal | None, order_id: uuid.UUID, *, order_token: str | None
 ) -> Order:
-    """The order whose shipping details the caller asks for. Raises :class:`OrderNotFound` like ``get_order``."""
-    return await service.get_order(session, principal, order_id, order_token=order_token)
+    """The order whose shipping details the caller asks for: its customer (or a guest with its token) or an admin
+    (API.md "C (own), A").
+
+    Raises:
+        OrderNotFound: no such order, or not the caller's.
+        Forbidden: sales staff, for an order that is not their own.
+    """
+    return await service.get_order(session, principal, order_id, order_token=order_token, customer_or_admin=True)
 
 
 async def change_shipping_address(

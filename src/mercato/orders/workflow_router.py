@@ -112,10 +112,10 @@ async def cancel_order(
     summary="Track an order",
     description=(
         "The order's status, carrier, tracking number and estimated delivery, and each status it reached with "
-        "when and the shop's note. For the order's customer, a guest with `X-Order-Token`, and staff; anyone "
-        "else gets 404."
+        "when and the shop's note. For the order's customer, a guest with `X-Order-Token`, and admins; sales "
+        "staff get 403, anyone else 404."
     ),
-    responses=problems(OrderNotFound),
+    responses=problems(OrderNotFound, Forbidden),
 )
 async def track_order(
     order_id: uuid.UUID, session: ReadSessionDep, principal: OptionalPrincipal, order_token: OrderToken = None
@@ -129,9 +129,9 @@ async def track_order(
     summary="An order's shipping details",
     description=(
         "Address, shipping method (as chosen at placement), carrier, tracking number and expected delivery date. "
-        "For the order's customer, a guest with `X-Order-Token`, and staff."
+        "For the order's customer, a guest with `X-Order-Token`, and admins; sales staff get 403, anyone else 404."
     ),
-    responses=problems(OrderNotFound),
+    responses=problems(OrderNotFound, Forbidden),
 )
 async def get_shipping(
     order_id: uuid.UUID, session: ReadSessionDep, principal: OptionalPrincipal, order_token: OrderToken = None
