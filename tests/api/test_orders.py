@@ -338,7 +338,8 @@ async def test_guest_checkout_with_order_token(
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["status"] == "cancelled" and cancelled.json()["cancel_reason"] == "customer"
     assert await stock(services, pid) == (4, 0)
-    assert len(await sent_mail(services, "guest@example.com")) == 1
+    subjects = [str(m["Subject"]) for m in await sent_mail(services, "guest@example.com")]
+    assert subjects == [f"Your order {order['number']}", f"Your order {order['number']} has been cancelled"]
 
 
 async def test_another_customer_never_sees_or_cancels_an_order(
@@ -477,6 +478,8 @@ async def test_unpaid_order_expires_and_releases_stock(
     assert (expired["status"], expired["cancel_reason"]) == ("cancelled", "expired")
     assert await stock(services, pid) == (2, 0)
     assert await count(services, OrderEvent, OrderEvent.type == "order.cancelled", OrderEvent.actor_id.is_(None)) == 1
+    told = [m for m in await sent_mail(services, user["user"]["email"]) if "cancelled" in str(m["Subject"])]
+    assert len(told) == 1 and "did not receive the payment in time" in told[0].get_content()
 
 
 async def test_staff_order_on_the_web_channel_does_not_expire(

@@ -96,6 +96,8 @@ async def test_paying_with_tok_visa_moves_the_order_to_processing_and_commits_st
     again = await pay(client, order["id"], headers)
     assert again.status_code == 409 and again.json()["type"].endswith("/invalid-transition")
     assert await count(services, LedgerEntry) == 1 and await money_problems(services) == []
+    paid_mail = [m for m in await sent_mail(services, order["customer_email"]) if "is paid" in str(m["Subject"])]
+    assert len(paid_mail) == 1 and "40.00 USD" in paid_mail[0].get_content()
 
 
 async def test_api_keys_read_payments_as_their_role_allows(
@@ -488,9 +490,9 @@ async def test_webhooks_are_verified_and_reconcile_once(
     url = f"{PAYMENTS}/webhooks/test"
 
     body, signed = _signed(gateway, event)
-    forged = await client.post(
-        url, content=body, headers=signed | {"Mercato-Signature": signed["Mercato-Signature"][:-2] + "00"}
-    )
+    genuine = signed["Mercato-Signature"]
+    tampered = genuine[:-1] + ("0" if genuine[-1] != "0" else "1")  # always differs (a fixed "00" matched 1 in 256)
+    forged = await client.post(url, content=body, headers=signed | {"Mercato-Signature": tampered})
     stale_body, stale = _signed(gateway, event, at=int(time.time()) - 301)
     old = await client.post(url, content=stale_body, headers=stale)
     missing = await client.post(url, content=body, headers={"Content-Type": "application/json"})

@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.inventory import service as inventory
-from mercato.orders import events, repository
+from mercato.orders import events, notices, repository
 from mercato.orders.errors import InvalidTransition, OrderNotFound
 from mercato.orders.models import Order, OrderStatus, PaymentStatus
 from mercato.platform.email import queue_email
@@ -77,6 +77,7 @@ async def mark_paid(
         "amount": f"{amount:.2f}",
     }
     await events.record(session, order, "order.paid", data, actor_id)
+    notices.notify(session, order, "is paid", f"We have received {amount:.2f} {order.currency}. We are preparing it.")
 
 
 async def mark_payment_failed(

@@ -26,7 +26,7 @@ from mercato.identity import users_service
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
 from mercato.inventory import service as inventory
-from mercato.orders import events, money, repository, rules
+from mercato.orders import events, money, notices, repository, rules
 from mercato.orders.errors import InvalidTransition, OrderNotFound
 from mercato.orders.models import Channel, Order, OrderEvent, OrderItem, OrderStatus, PaymentStatus, Priority
 from mercato.orders.schemas import ChannelOrderCreate, OrderCreate, OrderRead
@@ -461,6 +461,9 @@ async def _cancel(
     if note is not None:
         data["note"] = note
     await events.record(session, order, "order.cancelled", data, actor_id)
+    notices.notify(
+        session, order, "has been cancelled", notices.CANCELLED.get(reason, notices.CANCELLED["staff"]), note
+    )
 
 
 async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:

@@ -21,11 +21,10 @@ from mercato.identity import users_service
 from mercato.identity.principal import Principal
 from mercato.identity.schemas import AddressCreate
 from mercato.inventory import service as inventory
-from mercato.orders import events, repository, rules, service
+from mercato.orders import events, notices, repository, rules, service
 from mercato.orders.errors import InvalidTransition
 from mercato.orders.models import Order, OrderStatus, PaymentStatus
 from mercato.orders.schemas import OrderStatusChange, OrderTrackingRead, TrackingEventRead
-from mercato.platform.email import queue_email
 from mercato.shipping import service as shipping_service
 
 #: Where the shipping address may still change (not yet shipped, not cancelled).
@@ -59,7 +58,7 @@ async def confirm(
     await events.record(
         session, order, "order.confirmed", _data({"reservation_expires_at": None}, note), principal.user_id
     )
-    _notify(session, order, "is confirmed", "We are preparing your order.", note)
+    notices.notify(session, order, "is confirmed", "We are preparing your order.", note)
     return order
 
 
@@ -92,7 +91,7 @@ async def ship(
     ]
     if order.expected_delivery_date is not None:
         details.append(f"Estimated delivery: {order.expected_delivery_date.isoformat()}")
-    _notify(session, order, "has shipped", "Your order is on its way.\n\n" + "\n".join(details), note)
+    notices.notify(session, order, "has shipped", "Your order is on its way.\n\n" + "\n".join(details), note)
     return order
 
 
@@ -109,7 +108,7 @@ async def deliver(
     _check(order, OrderStatus.delivered)
     order.status = OrderStatus.delivered
     await events.record(session, order, "order.delivered", _data({}, note), principal.user_id)
-    _notify(session, order, "has been delivered", "Your order has been delivered. Enjoy!", note)
+    notices.notify(session, order, "has been delivered", "Your order has been delivered. Enjoy!", note)
     return order
 
 
@@ -127,7 +126,7 @@ async def mark_returned(
     _check(order, OrderStatus.returned)
     order.status = OrderStatus.returned
     await events.record(session, order, "order.returned", _data({}, note), principal.user_id)
-    _notify(session, order, "has been returned", "We have received your return.", note)
+    notices.notify(session, order, "has been returned", "We have received your return.", note)
     return order
 
 
@@ -140,9 +139,7 @@ async def cancel(session: AsyncSession, principal: Principal, order_id: uuid.UUI
         OrderNotFound: no such order.
         InvalidTransition: the order is shipped, delivered, returned or already cancelled.
     """
-    order = await service.cancel_order(session, principal, order_id, order_token=None, reason="staff", note=note)
-    _notify(session, order, "has been cancelled", "Your order has been cancelled.", note)
-    return order
+    return await service.cancel_order(session, principal, order_id, order_token=None, reason="staff", note=note)
 
 
 async def change_status(
@@ -329,13 +326,3 @@ def _method_carrier(order: Order) -> str | None:
 
 def _data(changed: dict[str, Any], note: str | None) -> dict[str, Any]:
     return (changed | {"note": note}) if note is not None else changed
-
-
-def _notify(session: AsyncSession, order: Order, headline: str, text: str, note: str | None) -> None:
-    """Queue the status email to the order's customer (sent only if this transaction commits)."""
-    if not order.customer_email:
-        return
-    body = f"Your order {order.number} {headline}.\n\n{text}\n"
-    if note:
-        body += f"\nNote from the shop: {note}\n"
-    queue_email(session, to=order.customer_email, subject=f"Your order {order.number} {headline}", text=body)
