@@ -277,6 +277,22 @@ async def test_update_with_if_match_and_etag(client: httpx.AsyncClient, admin: d
     assert put.json()["name"] == "Kettle Pro" and put.json()["price"] == "12.00"
 
 
+async def test_if_match_with_a_weak_tag_never_matches(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """RFC 9110 §13.1.1: If-Match uses the strong comparison, so ``W/"<current tag>"`` is a 412, changing nothing."""
+    product = await create(client, admin, name="Kettle", stock=4)
+    etag = (await client.get(f"{P}/{product['id']}")).headers["etag"]
+    weak = await client.patch(
+        f"{P}/{product['id']}", json={"price": "12.00"}, headers={**admin, "If-Match": f"W/{etag}"}
+    )
+    assert weak.status_code == 412
+    assert weak.json()["type"] == "https://mercato.dev/problems/precondition-failed"
+    assert (await client.get(f"{P}/{product['id']}")).json()["price"] == "10.00"
+    listed = await client.patch(
+        f"{P}/{product['id']}", json={"price": "13.00"}, headers={**admin, "If-Match": f'"other", {etag}'}
+    )
+    assert listed.status_code == 200 and listed.json()["price"] == "13.00"
+
+
 async def test_list_etag_and_cache_invalidation(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     await create(client, admin, name="One")
     first = await client.get(P)
