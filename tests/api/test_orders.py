@@ -363,6 +363,27 @@ async def test_notes_events_and_as_of(client: httpx.AsyncClient, admin: dict[str
     assert zoned.status_code == 200 and zoned.json()["pagination"]["total"] == 1
 
 
+async def test_instants_outside_the_utc_range_are_422_naming_the_parameter(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A valid RFC 3339 time whose UTC instant falls outside years 1–9999 is refused (422 naming it), not a 500."""
+    customer = bearer(await register(client))
+    for path, params, who in (
+        (ORDERS, {"from": "0001-01-01T00:00:00+01:00"}, customer),
+        (ORDERS, {"to": "9999-12-31T23:59:59-05:00"}, customer),
+        ("/api/v1/admin/orders", {"from": "0001-01-01T00:00:00+01:00"}, admin),
+        ("/api/v1/admin/audit-logs", {"to": "0001-01-01T00:00:00+01:00"}, admin),
+        ("/api/v1/admin/audit-logs", {"from": "9999-12-31T23:59:59-05:00"}, admin),
+        (f"{ORDERS}/{uuid.uuid4()}", {"as_of": "9999-12-31T23:59:59-05:00"}, customer),
+    ):
+        response = await client.get(path, params=params, headers=who)
+        assert response.status_code == 422, (path, params, response.text)
+        assert response.json()["type"] == "https://mercato.dev/problems/validation-error"
+        assert response.json()["errors"][0]["loc"] == ["query", next(iter(params))]
+    edge = await client.get(ORDERS, params={"from": "0001-01-01T00:00:00-01:00"}, headers=customer)
+    assert edge.status_code == 200 and edge.json()["data"] == []
+
+
 async def test_unpaid_order_expires_and_releases_stock(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
