@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
+from mercato.catalog.models import Product
+from mercato.inventory.models import InventoryItem
 from mercato.platform.context import Services
+from mercato.promotions.models import Coupon
+from mercato.shipping.models import ShippingMethod
+from tests.conftest import bearer, make_admin
 
 
 async def test_health_is_static_ok(client: httpx.AsyncClient) -> None:
@@ -169,3 +175,59 @@ async def test_openapi_success_responses_have_examples(client: httpx.AsyncClient
                 if "examples" not in components[name] and "example" not in components[name]:
                     missing.append(f"{method.upper()} {path} {code} {name}")
     assert missing == []
+
+
+async def test_nul_characters_are_422_naming_the_field_and_change_nothing(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """PostgreSQL cannot store NUL (``\\x00``) in text: any request string carrying one is a 422 that names the body
+    field, query parameter or path parameter (never a 500), on both databases, and nothing is written."""
+    admin = bearer(await make_admin(services, client))
+    product = await client.post(
+        "/api/v1/products", json={"name": "Mug", "price": "10.00", "status": "active", "stock": 5}, headers=admin
+    )
+    assert product.status_code == 201, product.text
+    product_id = product.json()["id"]
+    method = {"name": "Post", "carrier": "Royal Mail", "base_rate": "3.00", "min_days": 1, "max_days": 3}
+    cases: list[tuple[str, str, dict[str, Any], list[str | int]]] = [
+        (
+            "POST",
+            "/api/v1/inventory/adjust",
+            {"json": {"product_id": product_id, "delta": 1, "reason": "a\x00b"}},
+            ["body", "reason"],
+        ),
+        (
+            "POST",
+            "/api/v1/coupons",
+            {"json": {"code": "NUL1", "type": "percentage", "value": "10", "description": "ten\x00"}},
+            ["body", "description"],
+        ),
+        ("POST", "/api/v1/shipping/methods", {"json": {**method, "name": "Post\x00"}}, ["body", "name"]),
+        (
+            "POST",
+            "/api/v1/products",
+            {"json": {"name": "Tee", "price": "5.00", "specifications": {"fit": "slim\x00"}}},
+            ["body", "specifications"],
+        ),
+        (
+            "POST",
+            "/api/v1/products",
+            {"json": {"name": "Tee", "price": "5.00", "variants": [{"sku": "TEE-S", "name": "S\x00", "stock": 1}]}},
+            ["body", "variants", 0, "name"],
+        ),
+        ("GET", "/api/v1/inventory", {"params": {"sku": "MUG\x00"}}, ["query", "sku"]),
+        ("GET", "/api/v1/inventory/history", {"params": {"reference": "ORD\x00"}}, ["query", "reference"]),
+        ("GET", "/api/v1/coupons/AB%00CD", {}, ["path", "code"]),
+    ]
+    for method_name, path, kwargs, loc in cases:
+        response = await client.request(method_name, path, headers=admin, **kwargs)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["type"] == "https://mercato.dev/problems/validation-error"
+        assert [error["loc"] for error in body["errors"]] == [loc], (path, body)
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(Coupon)) == 0
+        assert await session.scalar(select(func.count()).select_from(ShippingMethod)) == 0
+        assert await session.scalar(select(func.count()).select_from(Product)) == 1
+        assert await session.scalar(select(InventoryItem.on_hand)) == 5
