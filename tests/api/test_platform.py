@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
 from mercato.catalog.models import Product
 from mercato.inventory.models import InventoryItem
 from mercato.platform.context import Services
 from mercato.promotions.models import Coupon
 from mercato.shipping.models import ShippingMethod
+from mercato.web.deps import SessionDep
 from tests.conftest import bearer, make_admin
 
 
@@ -231,3 +234,42 @@ async def test_nul_characters_are_422_naming_the_field_and_change_nothing(
         assert await session.scalar(select(func.count()).select_from(ShippingMethod)) == 0
         assert await session.scalar(select(func.count()).select_from(Product)) == 1
         assert await session.scalar(select(InventoryItem.on_hand)) == 5
+
+
+async def test_postgresql_deadlock_and_serialization_failure_are_retryable_503(
+    client: httpx.AsyncClient, app: Any, backend: str
+) -> None:
+    """A transaction PostgreSQL rolls back for a concurrent one (a deadlock it detected, a serialization failure)
+    is a 503 ``service-unavailable`` with ``Retry-After`` (the client retries), never a 500; other database
+    errors stay 500s. PostgreSQL only: SQLite runs one writer at a time (its busy timeout is
+    ``tests/integration/test_database_busy.py``)."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's deadlock detection and SQLSTATEs")
+    holding: list[int] = []
+    both_hold = asyncio.Event()
+
+    @app.post("/lock/{first}/{second}")
+    async def lock_two(first: int, second: int, session: SessionDep) -> dict[str, str]:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": first})
+        holding.append(first)
+        if len(holding) == 2:
+            both_hold.set()
+        await asyncio.wait_for(both_hold.wait(), 10)
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": second})
+        return {"locked": "both"}
+
+    @app.post("/raise/{sqlstate}")
+    async def raise_sqlstate(sqlstate: str, session: SessionDep) -> None:
+        assert sqlstate in {"40001", "23505"}
+        await session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '{sqlstate}'; END $$"))
+
+    crossed = await asyncio.gather(client.post("/lock/1/2"), client.post("/lock/2/1"))
+    assert sorted(response.status_code for response in crossed) == [200, 503]
+    serialization = await client.post("/raise/40001")
+    for refused in (*[r for r in crossed if r.status_code == 503], serialization):
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["type"] == "https://mercato.dev/problems/service-unavailable"
+    other = await client.post("/raise/23505")
+    assert other.status_code == 500 and other.json()["type"].endswith("/internal-error")
