@@ -554,6 +554,42 @@ async def test_twenty_orders_for_a_coupon_limited_to_five(
     assert await count(services, CartItem) == 15  # the refused buyers keep their carts
 
 
+async def test_cancelling_while_placing_with_the_same_coupon_and_product_never_deadlocks(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
+) -> None:
+    """Placing locks the coupon, then the stock; cancelling locked the stock, then the coupon, so the two at once
+    could deadlock on PostgreSQL (a 500). Both now take the coupon first: ten rounds of a cancellation and a
+    placement sent together all succeed, and the coupon count and the stock add up."""
+    pid = await product(client, admin, stock=100)
+    created = await client.post(
+        "/api/v1/coupons", json={"code": "BOTH", "type": "percentage", "value": "10"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    customer = bearer(await register(client))
+    rounds = 10
+    browsers = [guest(app) for _ in range(rounds)]
+    try:
+        for browser in browsers:
+            await add(client, pid, 1, customer)
+            assert (await client.post("/api/v1/cart/apply-coupon", json={"code": "BOTH"}, headers=customer)).is_success
+            placed = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=customer)
+            assert placed.status_code == 201, placed.text
+            await add(browser, pid, 1)
+            assert (await browser.post("/api/v1/cart/apply-coupon", json={"code": "BOTH"})).status_code == 200
+            cancel, place = await asyncio.gather(
+                client.delete(f"{ORDERS}/{placed.json()['id']}", headers=customer),
+                browser.post(ORDERS, json={"shipping_address": ADDRESS, "email": "guest@example.com"}),
+            )
+            assert cancel.status_code == 200, cancel.text
+            assert place.status_code == 201, place.text
+    finally:
+        for browser in browsers:
+            await browser.aclose()
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "BOTH")) == rounds
+    assert await stock(services, pid) == (100, rounds)
+
+
 async def test_same_idempotency_key_ten_times_at_once_places_one_order(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
