@@ -42,7 +42,9 @@ def pytest_report_header() -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, scope="session")
+        # @pytest.mark.backends("postgres"): a test of one database's own behaviour runs on that one only
+        only = metafunc.definition.get_closest_marker("backends")
+        metafunc.parametrize("backend", [b for b in BACKENDS if only is None or b in only.args], scope="session")
 
 
 @dataclass

@@ -37,6 +37,7 @@ from mercato.shipping.router import router as shipping_router
 from mercato.web import health
 from mercato.web.deps import general_rate_limit
 from mercato.web.middleware import RequestContextMiddleware
+from mercato.web.params import refuse_nul
 from mercato.web.problems import PROBLEM_BASE, install_problem_handlers
 from mercato.web.routing import include_flat
 
@@ -102,7 +103,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         audit_router,
         health.api_router,
     ):
-        include_flat(app.router, router, prefix="/api/v1", dependencies=[Depends(general_rate_limit)])
+        # refuse_nul: a NUL in a query or path parameter is a 422 (bodies refuse it in RequestModel)
+        include_flat(
+            app.router, router, prefix="/api/v1", dependencies=[Depends(general_rate_limit), Depends(refuse_nul)]
+        )
     mount_media(app, settings)
 
     if settings.cors_origins:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -275,6 +276,39 @@ async def test_update_with_if_match_and_etag(client: httpx.AsyncClient, admin: d
     assert after.json()["price"] == "12.00"
     put = await client.put(f"{P}/{product['id']}", json={"name": "Kettle Pro"}, headers=admin)
     assert put.json()["name"] == "Kettle Pro" and put.json()["price"] == "12.00"
+
+
+async def test_if_match_with_a_weak_tag_never_matches(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """RFC 9110 §13.1.1: If-Match uses the strong comparison, so ``W/"<current tag>"`` is a 412, changing nothing."""
+    product = await create(client, admin, name="Kettle", stock=4)
+    etag = (await client.get(f"{P}/{product['id']}")).headers["etag"]
+    weak = await client.patch(
+        f"{P}/{product['id']}", json={"price": "12.00"}, headers={**admin, "If-Match": f"W/{etag}"}
+    )
+    assert weak.status_code == 412
+    assert weak.json()["type"] == "https://mercato.dev/problems/precondition-failed"
+    assert (await client.get(f"{P}/{product['id']}")).json()["price"] == "10.00"
+    listed = await client.patch(
+        f"{P}/{product['id']}", json={"price": "13.00"}, headers={**admin, "If-Match": f'"other", {etag}'}
+    )
+    assert listed.status_code == 200 and listed.json()["price"] == "13.00"
+
+
+async def test_concurrent_patches_with_the_same_if_match_one_wins(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Two PATCHes sent at once with the ETag both read: the first changes the product, the second is 412 (the
+    product row is locked before the tags are compared, so the second sees the first's change)."""
+    product = await create(client, admin, name="Kettle", stock=4)
+    etag = (await client.get(f"{P}/{product['id']}")).headers["etag"]
+
+    async def patch(price: str) -> httpx.Response:
+        return await client.patch(f"{P}/{product['id']}", json={"price": price}, headers={**admin, "If-Match": etag})
+
+    first, second = await asyncio.gather(patch("11.00"), patch("12.00"))
+    assert sorted([first.status_code, second.status_code]) == [200, 412]
+    winner = first if first.status_code == 200 else second
+    assert (await client.get(f"{P}/{product['id']}")).json()["price"] == winner.json()["price"]
 
 
 async def test_list_etag_and_cache_invalidation(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

@@ -180,6 +180,8 @@ async def test_duplicate_code_is_409_case_insensitive(
         ({"starts_at": "2030-01-02T00:00:00Z", "expires_at": "2030-01-01T00:00:00Z"}, "expires_at"),
         ({"starts_at": "2030-01-01T00:00:00Z", "expires_at": "2030-01-01T00:00:00Z"}, "expires_at"),
         ({"starts_at": "2030-01-01T00:00:00"}, "starts_at"),
+        ({"expires_at": "9999-12-31T23:59:59-05:00"}, "expires_at"),  # past year 9999 in UTC
+        ({"starts_at": "0001-01-01T00:00:00+01:00"}, "starts_at"),  # before year 1 in UTC
         ({"usage_limit": 0}, "usage_limit"),
         ({"per_user_limit": -1}, "per_user_limit"),
         ({"code": "has space"}, "code"),
@@ -253,6 +255,7 @@ async def test_partial_update_and_put_alias(
         ({"usage_limit": 1}, "usage_limit"),  # 2 uses already counted
         ({"code": "RENAMED"}, "code"),
         ({"used_count": 0}, "used_count"),
+        ({"expires_at": "9999-12-31T23:59:59-05:00"}, "expires_at"),
     ],
 )
 async def test_bad_update_is_422_and_changes_nothing(

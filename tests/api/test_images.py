@@ -494,6 +494,8 @@ async def test_a_customer_cannot_upload(
         ("not-a-data-url", 422, "validation-error"),
         ("bad-base64", 422, "validation-error"),
         ("extra-json-field", 422, "validation-error"),
+        ("nul-in-alt", 422, "validation-error"),
+        ("nul-in-json-alt", 422, "validation-error"),
     ],
 )
 async def test_malformed_uploads(
@@ -515,6 +517,8 @@ async def test_malformed_uploads(
         "not-a-data-url": lambda: client.post(path, json={"data_url": "https://example.com/a.png"}, headers=admin),
         "bad-base64": lambda: client.post(path, json={"data_url": "data:image/png;base64,@@@@"}, headers=admin),
         "extra-json-field": lambda: client.post(path, json={"data_url": data_url(image), "position": 0}, headers=admin),
+        "nul-in-alt": lambda: upload(client, product_with_image, admin, image, alt="Front\x00"),
+        "nul-in-json-alt": lambda: client.post(path, json={"data_url": data_url(image), "alt": "F\x00"}, headers=admin),
     }
     await _refused(client, services, media, product_with_image, sends[kind], status, slug)
 

@@ -455,6 +455,27 @@ async def test_notes_events_and_as_of(client: httpx.AsyncClient, admin: dict[str
     assert zoned.status_code == 200 and zoned.json()["pagination"]["total"] == 1
 
 
+async def test_instants_outside_the_utc_range_are_422_naming_the_parameter(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """A valid RFC 3339 time whose UTC instant falls outside years 1–9999 is refused (422 naming it), not a 500."""
+    customer = bearer(await register(client))
+    for path, params, who in (
+        (ORDERS, {"from": "0001-01-01T00:00:00+01:00"}, customer),
+        (ORDERS, {"to": "9999-12-31T23:59:59-05:00"}, customer),
+        ("/api/v1/admin/orders", {"from": "0001-01-01T00:00:00+01:00"}, admin),
+        ("/api/v1/admin/audit-logs", {"to": "0001-01-01T00:00:00+01:00"}, admin),
+        ("/api/v1/admin/audit-logs", {"from": "9999-12-31T23:59:59-05:00"}, admin),
+        (f"{ORDERS}/{uuid.uuid4()}", {"as_of": "9999-12-31T23:59:59-05:00"}, customer),
+    ):
+        response = await client.get(path, params=params, headers=who)
+        assert response.status_code == 422, (path, params, response.text)
+        assert response.json()["type"] == "https://mercato.dev/problems/validation-error"
+        assert response.json()["errors"][0]["loc"] == ["query", next(iter(params))]
+    edge = await client.get(ORDERS, params={"from": "0001-01-01T00:00:00-01:00"}, headers=customer)
+    assert edge.status_code == 200 and edge.json()["data"] == []
+
+
 async def test_unpaid_order_expires_and_releases_stock(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
@@ -654,6 +675,42 @@ async def test_twenty_orders_for_a_coupon_limited_to_five(
         assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "FIVE")) == 5
     assert await stock(services, pid) == (100, 5)
     assert await count(services, CartItem) == 15  # the refused buyers keep their carts
+
+
+async def test_cancelling_while_placing_with_the_same_coupon_and_product_never_deadlocks(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
+) -> None:
+    """Placing locks the coupon, then the stock; cancelling locked the stock, then the coupon, so the two at once
+    could deadlock on PostgreSQL (a 500). Both now take the coupon first: ten rounds of a cancellation and a
+    placement sent together all succeed, and the coupon count and the stock add up."""
+    pid = await product(client, admin, stock=100)
+    created = await client.post(
+        "/api/v1/coupons", json={"code": "BOTH", "type": "percentage", "value": "10"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    customer = bearer(await register(client))
+    rounds = 10
+    browsers = [guest(app) for _ in range(rounds)]
+    try:
+        for browser in browsers:
+            await add(client, pid, 1, customer)
+            assert (await client.post("/api/v1/cart/apply-coupon", json={"code": "BOTH"}, headers=customer)).is_success
+            placed = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=customer)
+            assert placed.status_code == 201, placed.text
+            await add(browser, pid, 1)
+            assert (await browser.post("/api/v1/cart/apply-coupon", json={"code": "BOTH"})).status_code == 200
+            cancel, place = await asyncio.gather(
+                client.delete(f"{ORDERS}/{placed.json()['id']}", headers=customer),
+                browser.post(ORDERS, json={"shipping_address": ADDRESS, "email": "guest@example.com"}),
+            )
+            assert cancel.status_code == 200, cancel.text
+            assert place.status_code == 201, place.text
+    finally:
+        for browser in browsers:
+            await browser.aclose()
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(Coupon.used_count).where(Coupon.code == "BOTH")) == rounds
+    assert await stock(services, pid) == (100, rounds)
 
 
 async def test_same_idempotency_key_ten_times_at_once_places_one_order(

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import func, select, text
 
 from mercato.app import create_app
+from mercato.catalog.models import Product
+from mercato.inventory.models import InventoryItem
 from mercato.platform.context import Services
+from mercato.promotions.models import Coupon
+from mercato.shipping.models import ShippingMethod
+from mercato.web.deps import SessionDep
+from tests.conftest import bearer, make_admin
 
 
 async def test_health_is_static_ok(client: httpx.AsyncClient) -> None:
@@ -174,3 +183,99 @@ async def test_openapi_success_responses_have_examples(client: httpx.AsyncClient
                 if "examples" not in components[name] and "example" not in components[name]:
                     missing.append(f"{method.upper()} {path} {code} {name}")
     assert missing == []
+
+
+async def test_nul_characters_are_422_naming_the_field_and_change_nothing(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """PostgreSQL cannot store NUL (``\\x00``) in text: any request string carrying one is a 422 that names the body
+    field, query parameter or path parameter (never a 500), on both databases, and nothing is written."""
+    admin = bearer(await make_admin(services, client))
+    product = await client.post(
+        "/api/v1/products", json={"name": "Mug", "price": "10.00", "status": "active", "stock": 5}, headers=admin
+    )
+    assert product.status_code == 201, product.text
+    product_id = product.json()["id"]
+    method = {"name": "Post", "carrier": "Royal Mail", "base_rate": "3.00", "min_days": 1, "max_days": 3}
+    cases: list[tuple[str, str, dict[str, Any], list[str | int]]] = [
+        (
+            "POST",
+            "/api/v1/inventory/adjust",
+            {"json": {"product_id": product_id, "delta": 1, "reason": "a\x00b"}},
+            ["body", "reason"],
+        ),
+        (
+            "POST",
+            "/api/v1/coupons",
+            {"json": {"code": "NUL1", "type": "percentage", "value": "10", "description": "ten\x00"}},
+            ["body", "description"],
+        ),
+        ("POST", "/api/v1/shipping/methods", {"json": {**method, "name": "Post\x00"}}, ["body", "name"]),
+        (
+            "POST",
+            "/api/v1/products",
+            {"json": {"name": "Tee", "price": "5.00", "specifications": {"fit": "slim\x00"}}},
+            ["body", "specifications"],
+        ),
+        (
+            "POST",
+            "/api/v1/products",
+            {"json": {"name": "Tee", "price": "5.00", "variants": [{"sku": "TEE-S", "name": "S\x00", "stock": 1}]}},
+            ["body", "variants", 0, "name"],
+        ),
+        ("GET", "/api/v1/inventory", {"params": {"sku": "MUG\x00"}}, ["query", "sku"]),
+        ("GET", "/api/v1/inventory/history", {"params": {"reference": "ORD\x00"}}, ["query", "reference"]),
+        ("GET", "/api/v1/coupons/AB%00CD", {}, ["path", "code"]),
+    ]
+    for method_name, path, kwargs, loc in cases:
+        response = await client.request(method_name, path, headers=admin, **kwargs)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["type"] == "https://mercato.dev/problems/validation-error"
+        assert [error["loc"] for error in body["errors"]] == [loc], (path, body)
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(Coupon)) == 0
+        assert await session.scalar(select(func.count()).select_from(ShippingMethod)) == 0
+        assert await session.scalar(select(func.count()).select_from(Product)) == 1
+        assert await session.scalar(select(InventoryItem.on_hand)) == 5
+
+
+@pytest.mark.backends("postgres")
+async def test_postgresql_deadlock_and_serialization_failure_are_retryable_503(services: Services) -> None:
+    """A transaction PostgreSQL rolls back for a concurrent one (a deadlock it detected, a serialization failure)
+    is a 503 ``service-unavailable`` with ``Retry-After`` (the client retries), never a 500; other database
+    errors stay 500s. PostgreSQL only: SQLite runs one writer at a time (its busy timeout is
+    ``tests/integration/test_database_busy.py``)."""
+    app = create_app(services.settings, services=services)  # its own: the routes below must not leak into others
+    holding: list[int] = []
+    both_hold = asyncio.Event()
+
+    @app.post("/lock/{first}/{second}")
+    async def lock_two(first: int, second: int, session: SessionDep) -> dict[str, str]:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": first})
+        holding.append(first)
+        if len(holding) == 2:
+            both_hold.set()
+        await asyncio.wait_for(both_hold.wait(), 10)
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": second})
+        return {"locked": "both"}
+
+    @app.post("/raise/{sqlstate}")
+    async def raise_sqlstate(sqlstate: str, session: SessionDep) -> None:
+        assert sqlstate in {"40001", "23505"}
+        await session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '{sqlstate}'; END $$"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    crossed = await asyncio.gather(client.post("/lock/1/2"), client.post("/lock/2/1"))
+    assert sorted(response.status_code for response in crossed) == [200, 503]
+    serialization = await client.post("/raise/40001")
+    for refused in (*[r for r in crossed if r.status_code == 503], serialization):
+        assert refused.status_code == 503
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["type"] == "https://mercato.dev/problems/service-unavailable"
+    other = await client.post("/raise/23505")
+    await client.aclose()
+    assert other.status_code == 500 and other.json()["type"].endswith("/internal-error")

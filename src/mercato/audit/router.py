@@ -6,10 +6,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime
 
 from mercato.audit import repository
 from mercato.audit.schemas import AuditLogRead
+from mercato.schemas import Instant
 from mercato.web.deps import Admin, SessionDep
 from mercato.web.pagination import Page, PageDep, page_of
 
@@ -27,8 +27,8 @@ async def audit_logs(
     action: Annotated[str | None, Query(max_length=100, examples=["user.role_changed"])] = None,
     entity_type: Annotated[str | None, Query(max_length=50)] = None,
     entity_id: Annotated[str | None, Query(max_length=64)] = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    to: AwareDatetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
 ) -> Page[AuditLogRead]:
     """Newest first; every filter is optional (`from` inclusive, `to` exclusive, RFC 3339)."""
     found = await repository.list_entries(

@@ -186,8 +186,8 @@ async def _read_multipart(request: Request) -> tuple[bytes, str | None]:
         if not isinstance(upload, UploadFile):
             raise ValidationFailed("Send exactly one image in the multipart field `file`.", field="file")
         alt = form.get("alt")
-        if alt is not None and (not isinstance(alt, str) or len(alt.strip()) > MAX_ALT):
-            raise ValidationFailed(f"alt must be text of at most {MAX_ALT} characters.", field="alt")
+        if alt is not None and (not isinstance(alt, str) or len(alt.strip()) > MAX_ALT or "\x00" in alt):
+            raise ValidationFailed(f"alt must be text of at most {MAX_ALT} characters, without NUL.", field="alt")
         data = await upload.read(images.MAX_IMAGE_BYTES + 1)
         if len(data) > images.MAX_IMAGE_BYTES:
             raise PayloadTooLarge(too_large)

@@ -299,7 +299,8 @@ async def update_product(
     """Partial update (`PUT` is an alias). Send `If-Match: <ETag>` to refuse the change (412) if the product
     changed since you read it."""
     if request.headers.get("if-match"):
-        current = await catalog_service.get_product(session, principal, product_id)
+        # locked, so that two PATCHes sent with the same ETag cannot both pass the comparison
+        current = await catalog_service.get_product(session, principal, product_id, lock=True)
         check_if_match(request, (await catalog_service.present(session, [current]))[0].model_dump_json().encode())
     product = await catalog_service.update_product(session, principal, product_id, body)
     return (await catalog_service.present(session, [product]))[0]

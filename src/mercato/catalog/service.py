@@ -111,13 +111,19 @@ def _read(product: Product, levels: dict[tuple[uuid.UUID, uuid.UUID | None], Any
     )
 
 
-async def get_product(session: AsyncSession, principal: Principal | None, id_or_slug: str) -> Product:
+async def get_product(
+    session: AsyncSession, principal: Principal | None, id_or_slug: str, *, lock: bool = False
+) -> Product:
     """A product visible to the caller (only ``active`` ones for the public and customers).
+
+    ``lock=True`` (in a write transaction) takes the product's row lock first (``FOR UPDATE`` on PostgreSQL;
+    SQLite's write transaction already excludes other writers), for a caller that compares the product before
+    changing it (``If-Match``): a concurrent change then waits, or is seen.
 
     Raises:
         ProductNotFound: no such live product, or it is not visible to the caller.
     """
-    product = await repository.product(session, id_or_slug)
+    product = await repository.product(session, id_or_slug, for_update=lock)
     if product is None or not _visible(principal, product):
         raise ProductNotFound(f"No product {id_or_slug!r}.")
     return product

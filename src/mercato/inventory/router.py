@@ -145,8 +145,9 @@ async def adjust_stock(body: StockAdjust, session: SessionDep, principal: StockK
     summary="Apply many adjustments, all or nothing",
 )
 async def batch_adjust(body: StockBatch, session: SessionDep, principal: Procurement) -> BatchResult:
-    """Apply 1–500 adjustments in order (admins, procurement). If any fails, nothing is changed and the 422 lists
-    every failure by `index` (`{index, status, type, detail}`, as `POST /products/bulk` does). On success, every
-    history row carries the returned `reference`."""
+    """Apply 1–500 adjustments (admins, procurement): each unit's in request order, the units one after another
+    in id order (so concurrent batches cannot deadlock). If any fails, nothing is changed and the 422 lists every
+    failure by `index` (`{index, status, type, detail}`, as `POST /products/bulk` does). On success, every history
+    row carries the returned `reference`; `results` follow the request order."""
     reference, results = await inventory_service.adjust_batch(session, principal, body.adjustments)
     return BatchResult(reference=reference, results=results)

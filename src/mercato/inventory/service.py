@@ -399,21 +399,28 @@ async def _checked_adjust(
 async def adjust_batch(
     session: AsyncSession, principal: Principal, adjustments: Sequence[StockAdjust]
 ) -> tuple[str, list[InventoryRead]]:
-    """``POST /inventory/batch``: apply every adjustment in order, all-or-nothing; each history row carries the
-    batch's reference (``batch-<uuid>``). Returns ``(reference, rows)`` with each adjusted unit's row after the
-    whole batch, in request order.
+    """``POST /inventory/batch``: apply every adjustment, all-or-nothing; each history row carries the batch's
+    reference (``batch-<uuid>``). Returns ``(reference, rows)`` with each adjusted unit's row after the whole
+    batch, in request order.
+
+    The adjustments are applied in unit order (``(product_id, variant_id)``, as :func:`reserve` takes its row
+    locks), each unit's own adjustments in request order: two batches naming the same units in different orders
+    then lock them in the same order and cannot deadlock (PostgreSQL; ARCHITECTURE.md "row locks in a fixed
+    order").
 
     Raises:
-        BatchFailed: with ``errors: [{index, status, type, detail}]`` for every failing adjustment (the caller's
-            transaction is rolled back, so nothing is changed).
+        BatchFailed: with ``errors: [{index, status, type, detail}]`` (by request ``index``) for every failing
+            adjustment (the caller's transaction is rolled back, so nothing is changed).
     """
     reference = f"batch-{clock.new_id()}"
     errors: list[dict[str, Any]] = []
-    for index, body in enumerate(adjustments):
+    ordered = sorted(enumerate(adjustments), key=lambda pair: _unit_key(pair[1].product_id, pair[1].variant_id))
+    for index, body in ordered:
         try:
             await _checked_adjust(session, principal, body, reference=reference)
         except DomainError as exc:
             errors.append({"index": index, "status": exc.status, "type": exc.code, "detail": exc.detail})
+    errors.sort(key=lambda error: int(error["index"]))
     if errors:
         raise BatchFailed(
             f"{len(errors)} of {len(adjustments)} adjustments failed; nothing was changed.", errors=errors
@@ -457,8 +464,14 @@ def _merged(units: Iterable[StockUnit]) -> list[StockUnit]:
         if quantity <= 0:
             raise ValidationFailed(f"Quantities must be positive, got {quantity}.", field="quantity")
         totals[(product_id, variant_id)] = totals.get((product_id, variant_id), 0) + quantity
-    ordered = sorted(totals.items(), key=lambda kv: (kv[0][0], str(kv[0][1]) if kv[0][1] else ""))
+    ordered = sorted(totals.items(), key=lambda kv: _unit_key(*kv[0]))
     return [(product_id, variant_id, n) for (product_id, variant_id), n in ordered]
+
+
+def _unit_key(product_id: uuid.UUID, variant_id: uuid.UUID | None) -> tuple[uuid.UUID, str]:
+    """The order in which stock rows are locked everywhere: by product, then variant (the product's own row
+    first)."""
+    return product_id, str(variant_id) if variant_id else ""
 
 
 async def _add(

@@ -9,7 +9,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
-from pydantic import AwareDatetime
 
 from mercato.cart.deps import CartOwnerDep
 from mercato.catalog.errors import ProductNotFound
@@ -30,6 +29,7 @@ from mercato.orders.schemas import (
     OrderUpdate,
 )
 from mercato.promotions.errors import CouponInvalid
+from mercato.schemas import Instant
 from mercato.web import idempotency
 from mercato.web.deps import CurrentUser, OptionalPrincipal, ReadSessionDep, SessionDep, require
 from mercato.web.idempotency import IdempotencyDep
@@ -49,11 +49,9 @@ OrderToken = Annotated[
 ]
 StatusQuery = Annotated[OrderStatus | None, Query(description="Only orders in this status")]
 FromQuery = Annotated[
-    AwareDatetime | None, Query(alias="from", description="Placed at or after (RFC 3339, timezone required)")
+    Instant | None, Query(alias="from", description="Placed at or after (RFC 3339, timezone required)")
 ]
-ToQuery = Annotated[
-    AwareDatetime | None, Query(alias="to", description="Placed at or before (RFC 3339, timezone required)")
-]
+ToQuery = Annotated[Instant | None, Query(alias="to", description="Placed at or before (RFC 3339, timezone required)")]
 NOT_FOUND = problems(OrderNotFound)
 
 
@@ -125,7 +123,7 @@ async def get_order(
     session: ReadSessionDep,
     principal: OptionalPrincipal,
     order_token: OrderToken = None,
-    as_of: Annotated[AwareDatetime | None, Query(description="RFC 3339 instant; timezone required")] = None,
+    as_of: Annotated[Instant | None, Query(description="RFC 3339 instant; timezone required")] = None,
 ) -> OrderRead:
     if as_of is not None:
         return await service.order_as_of(session, principal, order_id, as_of, order_token=order_token)

@@ -184,7 +184,7 @@ async def _open_order(
     order_id = clock.new_id()
     discount = None
     coupon = None
-    if coupon_code:
+    if coupon_code:  # the coupon's row lock comes before the stock rows' (see _cancel)
         subtotal = pricing.price(lines).subtotal
         coupon = await promotions.redeem(
             session,
@@ -445,12 +445,15 @@ async def _cancel(
     if not rules.can_move(order.status, OrderStatus.cancelled):
         raise InvalidTransition(f"Order {order.number} is {order.status} and cannot be cancelled.")
     units = [(item.product_id, item.variant_id, item.quantity) for item in order.items]
+    # Lock order (ARCHITECTURE.md: row locks in a fixed order): the coupon row before the stock rows, as placing an
+    # order does (it counts the coupon use, then reserves); the other way round, a cancellation and a placement
+    # with the same coupon and product could deadlock on PostgreSQL.
+    if order.coupon_id is not None:
+        await promotions.release(session, order_id=order.id, now=clock.now())
     if order.status == OrderStatus.pending:
         await inventory.release(session, units, reference=order.number, reason="order.cancelled", actor_id=actor_id)
     else:
         await inventory.restock(session, units, reference=order.number, reason="order.cancelled", actor_id=actor_id)
-    if order.coupon_id is not None:
-        await promotions.release(session, order_id=order.id, now=clock.now())
     if order.payment_status in (PaymentStatus.paid, PaymentStatus.partially_refunded):
         # API.md: cancelling a paid order refunds it; the gateway call happens after commit, in the job
         jobs.enqueue(session, money.REFUND_CANCELLED_JOB, {"order_id": str(order.id)})

@@ -12,11 +12,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, ConfigDict, Field, field_serializer
+from pydantic import ConfigDict, Field, field_serializer
 
 from mercato.promotions.errors import Reason
 from mercato.promotions.models import Coupon, CouponType
-from mercato.schemas import RequestModel, ResponseModel
+from mercato.schemas import Instant, RequestModel, ResponseModel
 
 #: Codes: letters, digits, ``-`` and ``_``; stored and shown upper-case, matched case-insensitively.
 Code = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", examples=["TENOFF"])]
@@ -50,8 +50,8 @@ class _Terms(RequestModel):
     value: Amount = Field(description="Percent off (0 < value ≤ 100) or an amount off (> 0), two decimals at most.")
     description: Description | None = None
     min_purchase: Money | None = Field(default=None, description="Smallest subtotal (before discount) it applies to.")
-    starts_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = Field(default=None, description="Exclusive; must be after `starts_at`.")
+    starts_at: Instant | None = None
+    expires_at: Instant | None = Field(default=None, description="Exclusive; must be after `starts_at`.")
     usage_limit: Limit | None = Field(default=None, description="Total uses (orders); null = unlimited.")
     per_user_limit: Limit | None = Field(default=None, description="Uses per customer (user or guest email).")
     is_public: bool = Field(default=False, description="Listed by `GET /coupons` for everyone.")
@@ -90,8 +90,8 @@ class CouponUpdate(RequestModel):
     value: Amount | None = None
     description: Description | None = None
     min_purchase: Money | None = None
-    starts_at: AwareDatetime | None = None
-    expires_at: AwareDatetime | None = None
+    starts_at: Instant | None = None
+    expires_at: Instant | None = None
     usage_limit: Limit | None = None
     per_user_limit: Limit | None = None
     is_public: bool | None = None

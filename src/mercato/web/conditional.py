@@ -18,6 +18,12 @@ def _tags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
+def _strong_tags(header: str) -> set[str]:
+    """The header's strong tags: ``If-Match`` uses the strong comparison (RFC 9110 §8.8.3.2, §13.1.1), under
+    which a weak tag (``W/"..."``) never matches, so weak tags are left out."""
+    return {tag.strip() for tag in header.split(",") if tag.strip() and not tag.strip().startswith("W/")}
+
+
 def json_response(request: Request, body: bytes, *, headers: dict[str, str] | None = None) -> Response:
     """A JSON response carrying ``ETag``; 304 without a body when ``If-None-Match`` names the same tag."""
     etag = etag_of(body)
@@ -30,9 +36,9 @@ def json_response(request: Request, body: bytes, *, headers: dict[str, str] | No
 
 def check_if_match(request: Request, current: bytes) -> None:
     """Raise :class:`PreconditionFailed` when ``If-Match`` is present and names neither ``*`` nor the current
-    representation's tag."""
+    representation's tag, compared strongly: a weak tag ``W/"..."`` never matches (RFC 9110 §13.1.1)."""
     match = request.headers.get("if-match")
     if match is None or match.strip() == "*":
         return
-    if etag_of(current) not in _tags(match):
+    if etag_of(current) not in _strong_tags(match):
         raise PreconditionFailed("The product changed since you read it (If-Match does not match its ETag).")

@@ -12,7 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,6 +22,9 @@ PROBLEM_BASE = "https://mercato.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 #: seconds a client is asked to wait when the database is too busy to take its write (503)
 BUSY_RETRY_AFTER = 1
+#: PostgreSQL SQLSTATEs of a transaction rolled back for a conflict with a concurrent one: deadlock_detected,
+#: serialization_failure. Retrying the request is the cure (PostgreSQL manual, "Serialization Failure Handling").
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 log = structlog.get_logger("mercato.web")
 
 _HTTP_SLUGS = {
@@ -110,20 +113,31 @@ def database_locked(exc: BaseException) -> bool:
     return isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and "database is locked" in str(exc.orig))
 
 
+def transaction_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL rolling the transaction back for a concurrent one: a deadlock it detected
+    (``40P01``) or a serialization failure (``40001``), as asyncpg raises them wrapped by SQLAlchemy in a
+    ``DBAPIError`` whose ``orig`` carries the ``sqlstate``."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return sqlstate in RETRYABLE_SQLSTATES
+
+
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """SQLite's "database is locked" (the busy timeout ran out while other writers held the lock, i.e. overload)
-    is a 503 ``service-unavailable`` with ``Retry-After``; the request changed nothing (its transaction was rolled
-    back). Any other database error stays an unexpected one (500, logged by the middleware)."""
-    if not database_locked(exc):
+    and PostgreSQL's deadlock or serialization failure (:func:`transaction_conflict`) are a 503
+    ``service-unavailable`` with ``Retry-After``; the request changed nothing (its transaction was rolled back).
+    Any other database error stays an unexpected one (500, logged by the middleware)."""
+    if database_locked(exc):
+        log.warning("database_busy", path=request.url.path, method=request.method)
+        detail = "The database is busy with other writes; nothing was changed. Retry shortly."
+    elif transaction_conflict(exc):
+        log.warning("database_conflict", path=request.url.path, method=request.method)
+        detail = "The request collided with a concurrent one; nothing was changed. Retry shortly."
+    else:
         raise exc
-    log.warning("database_busy", path=request.url.path, method=request.method)
     return problem_response(
-        request,
-        503,
-        "service-unavailable",
-        "Service unavailable",
-        "The database is busy with other writes; nothing was changed. Retry shortly.",
-        {"Retry-After": str(BUSY_RETRY_AFTER)},
+        request, 503, "service-unavailable", "Service unavailable", detail, {"Retry-After": str(BUSY_RETRY_AFTER)}
     )
 
 
@@ -133,7 +147,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(DBAPIError, _database_error)  # OperationalError (SQLite busy) is one
     app.add_exception_handler(PoolTimeout, _database_error)
 
 
