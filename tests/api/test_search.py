@@ -339,12 +339,15 @@ async def test_hostile_queries_never_fail(client: httpx.AsyncClient, admin: dict
     results = {}
     for q in HOSTILE:
         response = await client.get(SEARCH, params={"q": q})
+        if "\x00" in q:  # no request string may hold NUL (PostgreSQL refuses it): 422 naming the parameter
+            assert response.status_code == 422 and response.json()["errors"][0]["loc"] == ["query", "q"], q
+            continue
         assert response.status_code == 200, (q, response.text)
         results[q] = [p["name"] for p in response.json()["data"]]
 
     for q in ['"NEAR(', "*", "AND OR NOT", "(((", "\\", "'", "&|!<->:*", "%' OR 1=1 --", "x" * 200]:
         assert results[q] == [], q
-    for q in ["mono*", 'mono"', "^mono", "-mono", "mono\x00", "👕 mono", "mono + tee"]:
+    for q in ["mono*", 'mono"', "^mono", "-mono", "👕 mono", "mono + tee"]:
         assert results[q] == ["Monospace Tee"], q
     assert await product_count(services) == 2
 
