@@ -37,7 +37,7 @@ from mercato.audit.models import AuditLog
 from mercato.identity import oidc
 from mercato.identity.models import AuthSession, OidcIdentity, User
 from mercato.platform.context import Services
-from tests.conftest import STRONG_PASSWORD, bearer, login, register
+from tests.conftest import STRONG_PASSWORD, bearer, login, register, sent_mail, token_from
 
 CLIENT_ID = "mercato-test-client"
 CLIENT_SECRET = "s3cret-for-the-local-issuer"
@@ -242,9 +242,9 @@ async def count(services: Services, model: type, *where: Any) -> int:
         return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
-async def rows(services: Services, model: type) -> list[Any]:
+async def rows(services: Services, model: type, *where: Any) -> list[Any]:
     async with services.db.session(write=False) as session:
-        return list((await session.execute(select(model))).scalars().all())
+        return list((await session.execute(select(model).where(*where))).scalars().all())
 
 
 async def start(client: httpx.AsyncClient) -> httpx.Response:
@@ -420,20 +420,46 @@ async def test_links_an_existing_account_when_the_provider_verified_the_email(
     client: httpx.AsyncClient, services: Services, issuer: Issuer
 ) -> None:
     tokens = await register(client, "ada@example.com")
+    verified = await client.post(
+        "/api/v1/auth/verify-email", json={"token": token_from((await sent_mail(services))[0])}
+    )
+    assert verified.status_code == 200, verified.text
     issuer.person["email"] = "Ada@Example.COM"
     response = await sign_in(client)
     assert response.status_code == 200, response.text
     assert response.json()["user"]["id"] == tokens["user"]["id"]
-    assert response.json()["user"]["email_verified"] is True  # the provider vouched for the address
     assert await count(services, User) == 1
     [link] = await rows(services, OidcIdentity)
     assert str(link.user_id) == tokens["user"]["id"]
     assert await count(services, AuthSession, AuthSession.method == "oidc:local") == 1
-    assert await count(services, AuthSession) == 2  # registration + OIDC
+    assert await count(services, AuthSession, AuthSession.revoked_at.is_(None)) == 2  # registration + OIDC
     assert await count(services, AuditLog, AuditLog.action == "user.oidc_linked") == 1
     [user] = await rows(services, User)
-    assert user.password_hash is not None  # the password still works
+    assert user.password_hash is not None  # the owner proved the address before: the password still works
     assert (await login(client, "ada@example.com", STRONG_PASSWORD))["user"]["id"] == tokens["user"]["id"]
+
+
+async def test_linking_an_unverified_account_drops_credentials_an_impostor_may_hold(
+    client: httpx.AsyncClient, services: Services, issuer: Issuer
+) -> None:
+    """Someone registers the victim's address (never verified) and keeps the tokens; when the victim signs in
+    with a provider that vouches for the address, the impostor's password, sessions and refresh token stop."""
+    impostor = await register(client, "ada@example.com")
+    client.cookies.clear()
+    issuer.person["email"] = "ada@example.com"
+    response = await sign_in(client)
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["id"] == impostor["user"]["id"]
+    assert response.json()["user"]["email_verified"] is True  # the provider vouched for the address
+    client.cookies.clear()
+    assert (await client.get("/api/v1/auth/me", headers=bearer(impostor))).status_code == 401
+    again = await client.post("/api/v1/auth/login", json={"email": "ada@example.com", "password": STRONG_PASSWORD})
+    assert again.status_code == 401
+    refreshed = await client.post("/api/v1/auth/refresh-token", json={"refresh_token": impostor["refresh_token"]})
+    assert refreshed.status_code == 401
+    assert await count(services, AuthSession, AuthSession.revoked_at.is_(None)) == 1  # the provider's only
+    [entry] = await rows(services, AuditLog, AuditLog.action == "user.oidc_linked")
+    assert entry.changes["unverified_credentials_revoked"] is True
 
 
 @pytest.mark.parametrize("asserted", [False, "false", None])

@@ -430,8 +430,10 @@ async def sign_in(
     """Sign in the person a verified ID token describes (API.md §2), in the request's transaction.
 
     1. ``(provider, sub)`` is linked to a live user → that user.
-    2. Else a live user has the same email and the provider asserts ``email_verified`` → link it (the address
-       is then marked verified) and sign in; the link is audited as ``user.oidc_linked``.
+    2. Else a live user has the same email and the provider asserts ``email_verified`` → link it and sign in;
+       the link is audited as ``user.oidc_linked``. If the account had not verified its email, its password is
+       cleared and its sessions are revoked (they may belong to someone who registered the address first), and
+       the address is marked verified.
     3. Else a new ``customer`` without a password, ``email_verified`` as the provider says, linked.
 
     The auth session's method is ``oidc:<provider>``. A link to a deleted account is dropped and the person is
@@ -461,18 +463,19 @@ async def sign_in(
                 f"An account with email {who.email} exists, but {who.provider} does not confirm that the "
                 "address is verified. Sign in with your password instead."
             )
+        changes: dict[str, Any] = {"provider": who.provider, "subject": who.subject}
         if not user.email_verified:
+            # Whoever registered this address never proved it: the password and sessions may be an impostor's,
+            # who registered the victim's email first and waited for the owner to sign in with the provider.
+            # The provider has now proved who owns it, so those credentials go (a password can be set again
+            # through the reset email, which reaches the owner).
             user.email_verified = True
+            user.password_hash = None
             user.updated_at = now
+            await auth_service.revoke_all_sessions(session, user.id, "oidc_claimed")
             auth_service.forget_user_after_commit(session, user.id)
-        audit_service.record(
-            session,
-            "user.oidc_linked",
-            "user",
-            user.id,
-            {"provider": who.provider, "subject": who.subject},
-            actor_id=user.id,
-        )
+            changes["unverified_credentials_revoked"] = True
+        audit_service.record(session, "user.oidc_linked", "user", user.id, changes, actor_id=user.id)
     else:
         user = User(
             id=clock.new_id(),
