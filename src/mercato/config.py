@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -28,7 +28,7 @@ class Environment(StrEnum):
 
 
 class UnsafeSettings(Exception):
-    """Raised by :meth:`Settings.check_production` listing every unsafe setting found."""
+    """Raised by :meth:`Settings.load` listing every invalid or unsafe setting found (never their values)."""
 
 
 def _split_csv(value: Any) -> Any:
@@ -199,9 +199,17 @@ class Settings(BaseSettings):
         """Read the environment, apply ``overrides``, check production rules and ensure a secret key.
 
         Raises:
-            UnsafeSettings: see :meth:`check_production`.
+            UnsafeSettings: a value is invalid (named without its value: it may be a secret, and this message
+                reaches the terminal and the logs), or see :meth:`check_production`.
         """
-        settings = cls(**overrides)
+        try:
+            settings = cls(**overrides)
+        except ValidationError as exc:
+            problems = [
+                f"MERCATO_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                for error in exc.errors(include_input=False, include_url=False)
+            ]
+            raise UnsafeSettings("; ".join(problems)) from None  # not chained: pydantic's text shows the input
         settings.check_production()
         if settings.secret_key is None:
             settings.secret_key = SecretStr(_stored_secret(settings.data_dir))
