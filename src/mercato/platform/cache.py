@@ -3,6 +3,11 @@
 Without Redis the memory tier is the whole cache. Entries read from the shared tier are kept locally for at most
 ``local_ttl`` seconds, which bounds how long another process may serve a stale entry after an invalidation
 (API.md §2: revocation takes effect across processes within 5 s).
+
+An invalidation must also win against a load that read the database just before it: :meth:`Caches.delete`
+leaves a short-lived tombstone in the shared tier, which a loaded value may not overwrite (``SET NX``), and a
+mark on a key whose load is in flight in this process, which stops that load from storing its result locally.
+Otherwise a session revoked while a request was loading it came back to life for the shared TTL (300 s).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ from typing import Any
 from cashews import Cache
 
 from mercato.platform.metrics import Metrics
+
+#: What :meth:`Caches.delete` leaves in the shared tier, and for how long (seconds): longer than any load takes.
+TOMBSTONE = "__mercato_deleted__"
+TOMBSTONE_TTL = 60
 
 
 class Caches:
@@ -31,6 +40,7 @@ class Caches:
         self.local.setup("mem://?size=200000")
         self.shared: Cache | None = None
         self._loading: dict[str, asyncio.Future[Any]] = {}
+        self._stale: set[str] = set()  # keys deleted while their load was in flight: that load stores nothing
         if redis_url:
             self.shared = Cache()
             self.shared.setup(redis_url, suppress=False)
@@ -43,7 +53,7 @@ class Caches:
             return value
         if self.shared is not None:
             value = await self.shared.get(self.prefix + key)
-            if value is not None:
+            if value is not None and value != TOMBSTONE:
                 if local_ttl > 0:
                     await self.local.set(key, value, expire=local_ttl)
                 self.metrics.cache_hits.labels(name).inc()
@@ -55,7 +65,9 @@ class Caches:
         self, key: str, load: Callable[[], Awaitable[Any]], *, ttl: int, local_ttl: int, name: str = "default"
     ) -> Any:
         """Return the cached value, or load and store it. Concurrent misses of one key in this process share a
-        single ``load()`` call, so an expiring entry never sends a burst of identical queries to the database."""
+        single ``load()`` call, so an expiring entry never sends a burst of identical queries to the database.
+        A value loaded while the key was deleted (here or, through the tombstone, in another process) is returned
+        but not stored."""
         value = await self.get(key, local_ttl=local_ttl, name=name)
         if value is not None:
             return value
@@ -66,7 +78,13 @@ class Caches:
         self._loading[key] = future
         try:
             value = await load()
-            await self.set(key, value, ttl=ttl, local_ttl=local_ttl)
+            stored = True
+            if self.shared is not None:  # only where nothing is: a tombstone means it was deleted meanwhile
+                stored = bool(await self.shared.set(self.prefix + key, value, expire=ttl, exist=False))
+            if stored and key not in self._stale:
+                local = local_ttl if self.shared is not None else (min(ttl, local_ttl) if local_ttl > 0 else ttl)
+                if local > 0:
+                    await self.local.set(key, value, expire=local)
             future.set_result(value)
         except BaseException as exc:
             future.set_exception(exc)
@@ -74,6 +92,7 @@ class Caches:
             raise
         finally:
             del self._loading[key]
+            self._stale.discard(key)
         return value
 
     async def set(self, key: str, value: Any, *, ttl: int, local_ttl: int) -> None:
@@ -87,11 +106,14 @@ class Caches:
             await self.local.set(key, value, expire=min(ttl, local_ttl) if local_ttl > 0 else ttl)
 
     async def delete(self, *keys: str) -> None:
-        """Remove ``keys`` from both tiers."""
+        """Remove ``keys`` from both tiers; the shared tier keeps a tombstone for ``TOMBSTONE_TTL`` seconds so
+        that a value loaded before the delete cannot be stored after it (see the module docstring)."""
         for key in keys:
+            if key in self._loading:
+                self._stale.add(key)
             await self.local.delete(key)
             if self.shared is not None:
-                await self.shared.delete(self.prefix + key)
+                await self.shared.set(self.prefix + key, TOMBSTONE, expire=TOMBSTONE_TTL)
 
     async def ping(self) -> None:
         """Check the shared tier answers; raises when Redis is configured but unreachable."""
