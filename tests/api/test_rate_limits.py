@@ -80,6 +80,26 @@ async def test_failed_logins_per_account_are_throttled(
     assert ghost.status_code == 429
 
 
+async def test_wrong_current_passwords_count_against_the_login_limit(
+    client: httpx.AsyncClient, small_limits: RateLimiter
+) -> None:
+    """A stolen session cannot guess the password through change-password or change-email faster than through
+    login: their wrong passwords use up the same per-account limit (3 here)."""
+    me = await register(client, "held@example.com")
+    headers = bearer(me)
+    change = {"current_password": "wrong-pass-1", "new_password": "another-horse-battery-43"}
+    assert (await client.post("/api/v1/auth/change-password", json=change, headers=headers)).status_code == 401
+    email = {"password": "wrong-pass-1", "new_email": "elsewhere@example.com"}
+    assert (await client.post("/api/v1/auth/change-email", json=email, headers=headers)).status_code == 401
+    wrong = {"email": "held@example.com", "password": "wrong-pass-1"}
+    assert (await client.post("/api/v1/auth/login", json=wrong)).status_code == 401
+    right = {**change, "current_password": STRONG_PASSWORD}
+    refused = await client.post("/api/v1/auth/change-password", json=right, headers=headers)
+    assert refused.status_code == 429 and refused.json()["type"].endswith("/rate-limited")
+    login = await client.post("/api/v1/auth/login", json={"email": "held@example.com", "password": STRONG_PASSWORD})
+    assert login.status_code == 429  # the password did not change either
+
+
 async def test_concurrent_failed_logins_cannot_pass_the_account_limit(
     client: httpx.AsyncClient, services: Services
 ) -> None:

@@ -280,9 +280,22 @@ async def reset_password(session: AsyncSession, token: str, password: str, passw
 
 
 async def password_matches(session: AsyncSession, user_id: uuid.UUID, password: str) -> bool:
-    """True when ``password`` is the user's current password (run on a read session)."""
+    """True when ``password`` is the user's current password (run on a read session). A wrong one counts against
+    the account's login limit, as a failed login does, so a stolen session cannot guess the password through
+    change-password or change-email faster than through login.
+
+    Raises:
+        RateLimited: too many failed attempts for this account (API.md §1); nothing is checked.
+    """
     user = await repository.user_by_id(session, user_id)
-    return user is not None and await passwords.verify_password(user.password_hash, password)
+    if user is None:
+        return False
+    limiter = services_of(session).limiter
+    await limiter.attempt("login-account", user.email)
+    if not await passwords.verify_password(user.password_hash, password):
+        return False
+    await limiter.forgive("login-account", user.email)
+    return True
 
 
 async def change_password(session: AsyncSession, principal: Principal, password: str, password_hash: str) -> User:
