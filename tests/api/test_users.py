@@ -132,6 +132,7 @@ async def test_addresses_crud_and_default(client: httpx.AsyncClient) -> None:
         ({"country": "DE", "postal_code": "ABCDE"}, "postal_code"),
         ({"line1": ""}, "line1"),
         ({"nickname": "x"}, "nickname"),
+        ({"postal_code": "١٢٣٤٥"}, "postal_code"),  # Arabic-Indic digits are not a US ZIP code
     ],
 )
 async def test_bad_addresses_are_422_naming_the_field(

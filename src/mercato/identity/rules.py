@@ -14,20 +14,21 @@ import pycountry
 MIN_PASSWORD = 8
 MAX_PASSWORD = 128
 
-# Postal code formats by ISO 3166-1 alpha-2 country (Universal Postal Union addressing guides).
+# Postal code formats by ISO 3166-1 alpha-2 country (Universal Postal Union addressing guides); ASCII digits
+# only (without re.ASCII, \d also matches other scripts' digits such as "١٢٣٤٥").
 POSTAL_CODE_PATTERNS: dict[str, re.Pattern[str]] = {
-    "US": re.compile(r"^\d{5}(-\d{4})?$"),
-    "GB": re.compile(r"^(GIR ?0AA|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2})$"),
-    "DE": re.compile(r"^\d{5}$"),
-    "FR": re.compile(r"^\d{5}$"),
-    "CA": re.compile(r"^[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d$"),
-    "NL": re.compile(r"^\d{4} ?[A-Z]{2}$"),
-    "IT": re.compile(r"^\d{5}$"),
-    "ES": re.compile(r"^\d{5}$"),
-    "AU": re.compile(r"^\d{4}$"),
-    "JP": re.compile(r"^\d{3}-?\d{4}$"),
-    "BR": re.compile(r"^\d{5}-?\d{3}$"),
-    "IN": re.compile(r"^\d{6}$"),
+    "US": re.compile(r"^\d{5}(-\d{4})?$", re.ASCII),
+    "GB": re.compile(r"^(GIR ?0AA|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2})$", re.ASCII),
+    "DE": re.compile(r"^\d{5}$", re.ASCII),
+    "FR": re.compile(r"^\d{5}$", re.ASCII),
+    "CA": re.compile(r"^[ABCEGHJ-NPRSTVXY]\d[ABCEGHJ-NPRSTV-Z] ?\d[ABCEGHJ-NPRSTV-Z]\d$", re.ASCII),
+    "NL": re.compile(r"^\d{4} ?[A-Z]{2}$", re.ASCII),
+    "IT": re.compile(r"^\d{5}$", re.ASCII),
+    "ES": re.compile(r"^\d{5}$", re.ASCII),
+    "AU": re.compile(r"^\d{4}$", re.ASCII),
+    "JP": re.compile(r"^\d{3}-?\d{4}$", re.ASCII),
+    "BR": re.compile(r"^\d{5}-?\d{3}$", re.ASCII),
+    "IN": re.compile(r"^\d{6}$", re.ASCII),
 }
 
 
