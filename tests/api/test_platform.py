@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ from sqlalchemy import func, select, text
 
 from mercato.app import create_app
 from mercato.catalog.models import Product
+from mercato.db.engine import after_commit
 from mercato.inventory.models import InventoryItem
 from mercato.platform.context import Services
 from mercato.promotions.models import Coupon
@@ -99,6 +101,35 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient) -> None:
         "/api/v1/auth/register", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
+
+
+async def test_a_failing_after_commit_callback_does_not_fail_a_committed_request(services: Services) -> None:
+    """The change is committed before the callbacks run (cache invalidation, job wake-up): one that fails (Redis
+    down, say) is logged, the ones after it still run, and the client gets its success, not a 500 it would
+    retry."""
+    app = create_app(services.settings, services=services)  # its own: the route below must not leak into others
+    ran: list[str] = []
+
+    async def broken() -> None:
+        raise ConnectionError("redis is down")
+
+    async def later() -> None:
+        ran.append("later")
+
+    @app.post("/commit-then-fail")
+    async def commit_then_fail(session: SessionDep) -> dict[str, str]:
+        session.add(ShippingMethod(name="Courier", carrier="ACME", base_rate=Decimal("5.00"), min_days=1, max_days=3))
+        after_commit(session, broken)
+        after_commit(session, later)
+        return {"done": "yes"}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.post("/commit-then-fail")
+    assert response.status_code == 200, response.text
+    assert ran == ["later"]
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(ShippingMethod)) == 1
 
 
 async def test_unhandled_error_is_500_without_trace(services: Services) -> None:

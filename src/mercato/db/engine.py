@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from mercato.db.sqlite_cursor import one_hop
+
+log = structlog.get_logger("mercato.db")
 
 AfterCommit = Callable[[], Awaitable[None]]
 _WRITE = "mercato_write"
@@ -84,8 +87,7 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
-            for callback in session.info.get("after_commit", []):
-                await callback()
+            await run_after_commit(session)
 
     async def ping(self) -> None:
         """Run ``SELECT 1``; raises the driver's error when the database does not answer."""
@@ -102,6 +104,18 @@ class Database:
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run ``callback`` once the session's transaction has committed (never on rollback)."""
     session.info.setdefault("after_commit", []).append(callback)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    """Run the session's after-commit callbacks in order, once its transaction has committed. A callback that
+    fails (Redis down during a cache invalidation, say) is logged at error level and the others still run: the
+    change is committed, so the request that made it must not answer 500 (its client would retry a done
+    change)."""
+    for callback in session.info.pop("after_commit", []):
+        try:
+            await callback()
+        except Exception:
+            log.exception("after_commit_failed", callback=getattr(callback, "__qualname__", repr(callback)))
 
 
 def _lower(value: Any) -> Any:

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mercato.db.engine import run_after_commit
 from mercato.errors import DomainError, Forbidden, Unauthorized
 from mercato.identity import service as auth_service
 from mercato.identity.models import Role
@@ -65,7 +66,7 @@ async def _session(request: Request, services: ServicesDep) -> AsyncIterator[Asy
         except DomainError as exc:
             if exc.commit:
                 await session.commit()
-                await _after_commit(session)
+                await run_after_commit(session)
             else:
                 await session.rollback()
             raise
@@ -73,12 +74,7 @@ async def _session(request: Request, services: ServicesDep) -> AsyncIterator[Asy
             await session.rollback()
             raise
         await session.commit()
-        await _after_commit(session)
-
-
-async def _after_commit(session: AsyncSession) -> None:
-    for callback in session.info.get("after_commit", []):
-        await callback()
+        await run_after_commit(session)
 
 
 async def _read_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
