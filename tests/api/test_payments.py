@@ -410,6 +410,91 @@ async def test_cancelling_a_paid_order_refunds_it_in_full(
     assert await count(services, Refund) == 1 and await money_problems(services) == []
 
 
+async def test_a_refused_refund_of_a_cancelled_order_is_retried_then_dead_and_reported(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, migrated: Backend
+) -> None:
+    """The gateway refuses the cancelled order's refund (5.00 of the charge was refunded in the gateway's
+    dashboard, so the full 40.00 is too much): each attempt is recorded as a failed refund, the job retries with
+    backoff and ends dead, and ``mercato check`` names the order that still holds the money and the dead job."""
+    order, headers, _ = await placed(client, admin)
+    paid = (await pay(client, order["id"], headers)).json()
+    async with services.db.session(write=True) as session:
+        session.add(
+            LedgerEntry(
+                kind="refund",
+                key="dashboard-refund",
+                reference="re_dashboard",
+                parent=paid["gateway_reference"],
+                amount=Decimal("5.00"),
+                currency="USD",
+                status="succeeded",
+            )
+        )
+    cancelled = await client.delete(f"/api/v1/orders/{order['id']}", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    runner = _slow(migrated, job_max_attempts=3)
+    name = "payments.refund_cancelled_order"
+    now = clock.now()
+    try:
+        for attempt in (1, 2, 3):
+            clock.set_clock(lambda at=now: at)
+            await runner.jobs.run_due()
+            async with services.db.session(write=False) as session:
+                job = (await session.execute(select(Job).where(Job.name == name))).scalar_one()
+            assert (job.attempts, job.status) == (attempt, "queued" if attempt < 3 else "dead")
+            assert job.last_error == (
+                f"RefundFailed: The gateway refused the refund of 40.00 USD for cancelled order {order['number']}: "
+                "amount_too_large."
+            )
+            if attempt < 3:
+                assert job.run_at == now + timedelta(seconds=2**attempt)  # backoff
+                now = job.run_at
+        assert await runner.jobs.run_due() == 0  # dead: never run again
+    finally:
+        clock.set_clock(None)
+        await runner.close()
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "paid")
+    async with services.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund)))
+    assert [(r.amount, r.status, r.failure_reason) for r in refunds] == [
+        (Decimal("40.00"), "failed", "amount_too_large")
+    ] * 3
+    assert await count(services, LedgerEntry, LedgerEntry.status == "succeeded") == 2  # the charge, the dashboard's
+    async with services.db.session(write=False) as session:
+        checks = all_checks()
+        left = await checks["payments.cancelled_orders_refunded"](session)
+        dead = await checks["jobs.none_dead"](session)
+    assert left == [
+        f"order {order['number']}: cancelled but payment_status paid, still holding 40.00 USD; "
+        "last refund refused: amount_too_large"
+    ]
+    assert dead == [f"job {job.id} ({name}) dead after 3 attempts: {job.last_error}"]
+    assert await money_problems(services) == []  # what the books say is consistent: only the refund is missing
+
+
+async def test_a_cancelled_order_whose_refund_is_under_way_is_not_reported(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Between the cancellation and its refund job, and once refunded, the order is no problem."""
+    order, headers, _ = await placed(client, admin)
+    await pay(client, order["id"], headers)
+    await client.delete(f"/api/v1/orders/{order['id']}", headers=headers)
+
+    async def reported() -> list[str]:
+        async with services.db.session(write=False) as session:
+            checks = all_checks()
+            return [
+                *await checks["payments.cancelled_orders_refunded"](session),
+                *await checks["jobs.none_dead"](session),
+            ]
+
+    assert (await order_row(services, order["id"])).payment_status == "paid" and await reported() == []
+    await services.jobs.run_due()
+    assert (await order_row(services, order["id"])).payment_status == "refunded" and await reported() == []
+
+
 async def test_saved_cards_are_encrypted_and_pay(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

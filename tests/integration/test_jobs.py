@@ -6,6 +6,7 @@ moves a fixed clock instead of sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import email
 import re
 import shutil
@@ -24,7 +25,7 @@ from sqlalchemy import delete, select
 from mercato.platform import jobs
 from mercato.platform.context import Services
 from mercato.platform.email import queue_email
-from mercato.platform.jobs import LEASE, Job, backoff_seconds
+from mercato.platform.jobs import LEASE, Job, JobRunner, backoff_seconds
 from tests.conftest import Backend
 from tests.integration.conftest import FixedClock, free_port
 
@@ -211,6 +212,110 @@ async def test_job_left_running_by_a_dead_runner_is_claimed_after_its_lease(
     assert await queue.jobs.run_due() == 1
     assert job.calls == [{"n": 1}]
     assert await job_rows(queue) == []
+
+
+class Holder:
+    """A job handler that records each run and, for the runs numbered in ``hold``, waits for its
+    ``release[n]`` event after setting ``started[n]`` (a job still running while the test moves the clock)."""
+
+    def __init__(self, hold: tuple[int, ...] = (1,), *, fail: bool = False) -> None:
+        self.name = f"test.{uuid.uuid4().hex[:16]}"
+        self.hold = hold
+        self.fail = fail
+        self.calls = 0
+        self.started = {n: asyncio.Event() for n in hold}
+        self.release = {n: asyncio.Event() for n in hold}
+        jobs.handler(self.name)(self)
+
+    async def __call__(self, services: Services, payload: dict[str, Any]) -> None:
+        self.calls += 1
+        run = self.calls
+        if run in self.hold:
+            self.started[run].set()
+            await self.release[run].wait()
+        if self.fail and run == 1:
+            raise RuntimeError("first run failed")
+
+
+class Log:
+    """Stands in for the runner's logger: keeps the event names logged at warning level or above."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def _keep(self, event: str, **_: Any) -> None:
+        self.events.append(event)
+
+    warning = error = exception = _keep
+
+
+def other_runner(services: Services) -> JobRunner:
+    """A second runner on the same database, as another ``mercato worker`` process would be."""
+    return JobRunner(services, poll_interval=1, max_attempts=services.settings.job_max_attempts)
+
+
+async def test_a_job_that_outlives_its_lease_keeps_it_while_it_runs(
+    queue: Services, fixed_clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat extends the lease (every third of it) while the handler runs: another runner does not claim
+    the job again, however long the handler takes, and it runs once."""
+    monkeypatch.setattr(jobs, "LEASE", timedelta(seconds=0.3))  # heartbeat every 0.1 s of real time
+    monkeypatch.setattr(jobs, "log", log := Log())
+    job = Holder()
+    await enqueue(queue, job.name, {})
+    first = asyncio.create_task(queue.jobs.run_due())
+    await asyncio.wait_for(job.started[1].wait(), 5)
+
+    fixed_clock.advance(seconds=10)  # far past the lease taken at the claim
+    extended = fixed_clock.now() + timedelta(seconds=0.3)
+    for _ in range(50):  # the next heartbeat (0.1 s; up to 5 s on a busy machine)
+        [row] = await job_rows(queue)
+        if row.locked_until == extended:
+            break
+        await asyncio.sleep(0.1)
+    assert (row.status, row.locked_until) == ("running", extended)
+    assert await other_runner(queue).run_due() == 0
+
+    job.release[1].set()
+    assert await asyncio.wait_for(first, 5) == 1
+    assert job.calls == 1
+    assert await job_rows(queue) == []
+    assert log.events == []  # every heartbeat and the delete matched this run's claim
+
+
+@pytest.mark.parametrize("first_fails", [False, True], ids=["first-succeeds", "first-fails"])
+async def test_a_run_that_lost_its_claim_leaves_the_job_to_its_new_runner(
+    queue: Services, fixed_clock: FixedClock, monkeypatch: pytest.MonkeyPatch, first_fails: bool
+) -> None:
+    """A runner stalled past its lease (no heartbeat got through) lost the job to another runner: when the first
+    run ends, its success does not delete the row and its failure does not requeue it; the second run's end does."""
+    monkeypatch.setattr(jobs, "log", log := Log())
+    job = Holder(hold=(1, 2), fail=first_fails)
+    await enqueue(queue, job.name, {})
+    first = asyncio.create_task(queue.jobs.run_due())
+    await asyncio.wait_for(job.started[1].wait(), 5)
+    fixed_clock.advance(seconds=LEASE.total_seconds() + 1)  # the lease ran out; the heartbeat (100 s) never ran
+    second = asyncio.create_task(other_runner(queue).run_due())
+    await asyncio.wait_for(job.started[2].wait(), 5)
+    [claimed] = await job_rows(queue)
+    assert (claimed.status, claimed.attempts) == ("running", 2)
+
+    job.release[1].set()
+    assert await asyncio.wait_for(first, 5) == 1
+    assert log.events == (["job_failed", "job_claim_lost"] if first_fails else ["job_claim_lost"])
+
+    [row] = await job_rows(queue)  # the second runner's claim, untouched
+    assert (row.status, row.attempts, row.locked_until, row.last_error) == (
+        "running",
+        2,
+        claimed.locked_until,
+        None,
+    )
+    job.release[2].set()
+    assert await asyncio.wait_for(second, 5) == 1
+    assert job.calls == 2
+    assert await job_rows(queue) == []
+    assert log.events.count("job_claim_lost") == 1  # the second run's delete matched its claim
 
 
 # --- email ------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Money invariants for ``mercato check`` (issue: "money reconciles")."""
+"""Money invariants for ``mercato check`` (issue: "money reconciles"), and the job queue's: money that a failed
+background job should have moved is only noticed there."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.checks import register
 from mercato.orders import money
-from mercato.orders.models import PaymentStatus
+from mercato.orders.models import Order, OrderStatus, PaymentStatus
 from mercato.payments.models import Payment, PaymentState, Refund, RefundState
+from mercato.platform.jobs import Job
 
 ZERO = Decimal("0.00")
 CAPTURED = (PaymentState.completed, PaymentState.partially_refunded, PaymentState.refunded)
@@ -55,3 +57,70 @@ async def money_reconciles(session: AsyncSession) -> list[str]:
                 f"refunded {refunded[order_id]}"
             )
     return problems
+
+
+@register("payments.cancelled_orders_refunded")
+async def cancelled_orders_refunded(session: AsyncSession) -> list[str]:
+    """No cancelled order keeps its customer's money: a cancelled order is never left ``paid`` or
+    ``partially_refunded`` once its refund is no longer in progress (no refund of it waiting for the gateway, no
+    queued or running ``payments.refund_cancelled_order`` job). One that is left means the gateway refused the
+    refund until the job ran out of retries (see ``jobs.none_dead``): someone must give the money back.
+
+    Returns one line per such order: its number, payment status, the amount still held and the gateway's reason
+    for the last refused refund."""
+    holding = (
+        await session.execute(
+            select(Order.id, Order.number, Order.payment_status).where(
+                Order.status == OrderStatus.cancelled, Order.payment_status.in_(money.REFUNDABLE)
+            )
+        )
+    ).all()
+    if not holding:
+        return []
+    ids = [order_id for order_id, _, _ in holding]
+    pending = set(
+        await session.scalars(
+            select(Refund.order_id).where(Refund.order_id.in_(ids), Refund.status == RefundState.pending)
+        )
+    )
+    queued = await session.scalars(
+        select(Job.payload).where(Job.name == money.REFUND_CANCELLED_JOB, Job.status.in_(("queued", "running")))
+    )
+    retrying = {str(payload.get("order_id")) for payload in queued}
+    held: dict[object, Decimal] = defaultdict(lambda: ZERO)
+    currency: dict[object, str] = {}
+    payments = await session.execute(
+        select(Payment.order_id, Payment.amount, Payment.refunded_amount, Payment.currency).where(
+            Payment.order_id.in_(ids), Payment.status.in_(CAPTURED), Payment.applied.is_(True)
+        )
+    )
+    for order_id, amount, refunded_amount, payment_currency in payments:
+        held[order_id] += amount - refunded_amount
+        currency[order_id] = payment_currency
+    reasons: dict[object, str | None] = {}
+    failed = await session.execute(
+        select(Refund.order_id, Refund.failure_reason)
+        .where(Refund.order_id.in_(ids), Refund.status == RefundState.failed)
+        .order_by(Refund.created_at)
+    )
+    for order_id, reason in failed:
+        reasons[order_id] = reason  # the latest wins
+    return [
+        f"order {number}: cancelled but payment_status {status}, still holding {held[order_id]:.2f} "
+        f"{currency.get(order_id, '')}; last refund refused: {reasons.get(order_id) or 'none attempted'}"
+        for order_id, number, status in sorted(holding, key=lambda row: row[1])
+        if order_id not in pending and str(order_id) not in retrying
+    ]
+
+
+@register("jobs.none_dead")
+async def none_dead(session: AsyncSession) -> list[str]:
+    """No background job has run out of retries (``platform/jobs.py``: status ``dead`` after ``max_attempts``
+    failures). A dead job is work that never happened — a refund, an email — and is never retried by itself.
+
+    Returns one line per dead job, oldest first: its id, name, attempts and last error (payloads are left out:
+    they may hold customer data)."""
+    dead = await session.execute(
+        select(Job.id, Job.name, Job.attempts, Job.last_error).where(Job.status == "dead").order_by(Job.created_at)
+    )
+    return [f"job {job_id} ({name}) dead after {attempts} attempts: {error}" for job_id, name, attempts, error in dead]

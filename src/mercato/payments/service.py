@@ -549,7 +549,17 @@ async def reconcile_refund(services: Services, refund_id: uuid.UUID) -> str:
 
 async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> None:
     """A paid order was cancelled: refund whatever its payment still holds (reason ``order cancelled``; the
-    cancellation already put the stock back). Safe to repeat: nothing left to refund → nothing happens."""
+    cancellation already put the stock back). Runs as the ``payments.refund_cancelled_order`` job.
+
+    Safe to repeat: nothing left to refund, or a refund of it still waiting for the gateway (its reconcile job
+    settles it) → nothing happens. Each attempt is a refund of its own (its id is the gateway's idempotency key),
+    made only for what completed and pending refunds leave, so a retry never refunds the same money twice.
+
+    Raises:
+        RefundFailed: the gateway refused the refund; the failed attempt is recorded and the job runner retries
+            with backoff, then marks the job dead (``mercato check`` then reports the order).
+        GatewayUnavailable: the gateway did not answer; the refund stays pending for its reconcile job.
+    """
     async with services.db.session(write=True) as session:
         order = await money.locked_order(session, order_id)
         payment = await repository.captured_payment(session, order.id)
@@ -572,7 +582,13 @@ async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> Non
         jobs.enqueue(
             session, RECONCILE_JOB, {"refund_id": str(refund.id)}, run_at=clock.now() + _reconcile_at(services)
         )
-    await _carry_out(services, refund.id)
+        number = order.number
+    settled = await _carry_out(services, refund.id)
+    if settled.status == RefundState.failed:  # the order still holds the money: fail the job so that it retries
+        raise RefundFailed(
+            f"The gateway refused the refund of {settled.amount:.2f} {settled.currency} for cancelled order "
+            f"{number}: {settled.failure_reason}."
+        )
 
 
 # --- reading --------------------------------------------------------------------------------------------------

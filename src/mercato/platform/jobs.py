@@ -6,6 +6,11 @@ name, and deletes the row on success. On failure it retries with exponential bac
 at one hour); after ``max_attempts`` failures the job is marked ``dead`` and logged at error level, never dropped.
 A job whose runner died mid-run is claimed again once its lease expires: delivery is at least once, so handlers
 must be idempotent.
+
+A claim is a lease (``locked_until``, :data:`LEASE` ahead) and a token (``claim``, new at every claim). While the
+handler runs, a heartbeat extends the lease every third of it, so a long job is not claimed by a second runner;
+every write of the run (heartbeat, delete, requeue, dead) names the token, so a runner that lost the job anyway
+(stalled past its lease) changes nothing of the run that took it over.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     run_at: Mapped[datetime] = mapped_column(default=clock.now, index=True)
     locked_until: Mapped[datetime | None]
+    #: the running claim's token: set when a runner claims the job, required by that run's every write
+    claim: Mapped[uuid.UUID | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
 
@@ -166,7 +173,7 @@ class JobRunner:
             await session.execute(
                 update(Job)
                 .where(Job.id == job_id)
-                .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1)
+                .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1, claim=clock.new_id())
             )
             job = await session.get(Job, job_id, populate_existing=True)
             assert job is not None
@@ -178,26 +185,55 @@ class JobRunner:
         if fn is None:
             error = f"no handler registered for job {job.name!r}"
         else:
+            heartbeat = asyncio.create_task(self._heartbeat(job), name=f"mercato-job-heartbeat-{job.id}")
             try:
                 await fn(self.services, job.payload)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.warning("job_failed", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+        ours = (Job.id == job.id) & (Job.claim == job.claim)
         async with self.services.db.session(write=True) as session:
             if error is None:
-                await session.execute(delete(Job).where(Job.id == job.id))
+                result = await session.execute(delete(Job).where(ours))
             elif job.attempts >= self.max_attempts:
-                await session.execute(
-                    update(Job).where(Job.id == job.id).values(status="dead", last_error=error, locked_until=None)
+                result = await session.execute(
+                    update(Job).where(ours).values(status="dead", last_error=error, locked_until=None, claim=None)
                 )
-                log.error("job_dead", job_id=str(job.id), job=job.name, attempts=job.attempts, error=error)
+                if _rowcount(result):
+                    log.error("job_dead", job_id=str(job.id), job=job.name, attempts=job.attempts, error=error)
             else:
                 retry_at = clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
-                await session.execute(
+                result = await session.execute(
                     update(Job)
-                    .where(Job.id == job.id)
-                    .values(status="queued", run_at=retry_at, last_error=error, locked_until=None)
+                    .where(ours)
+                    .values(status="queued", run_at=retry_at, last_error=error, locked_until=None, claim=None)
                 )
+        if not _rowcount(result):
+            log.warning("job_claim_lost", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
+
+    async def _heartbeat(self, job: Job) -> None:
+        """Extend ``job``'s lease to :data:`LEASE` from now every third of it (real seconds) while its handler
+        runs, as long as this run still holds the claim; stops (logged) once another runner has taken it. A
+        failed write is logged and tried again at the next beat."""
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            try:
+                async with self.services.db.session(write=True) as session:
+                    result = await session.execute(
+                        update(Job)
+                        .where(Job.id == job.id, Job.claim == job.claim, Job.status == "running")
+                        .values(locked_until=clock.now() + LEASE)
+                    )
+            except Exception:
+                log.exception("job_heartbeat_failed", job_id=str(job.id), job=job.name)
+                continue
+            if not _rowcount(result):
+                log.warning("job_claim_lost", job_id=str(job.id), job=job.name, attempt=job.attempts)
+                return
 
     async def _update_gauges(self) -> None:
         async with self.services.db.session(write=False) as session:
@@ -211,3 +247,8 @@ class JobRunner:
         async with self.services.db.session(write=False) as session:
             count = await session.scalar(select(func.count()).select_from(Job).where(Job.status != "dead"))
         return int(count or 0)
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE matched (``Result`` does not declare ``rowcount``; its cursor result has it)."""
+    return int(getattr(result, "rowcount", 0) or 0)
