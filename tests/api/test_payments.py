@@ -20,7 +20,7 @@ from mercato.app import create_app
 from mercato.checks import all_checks
 from mercato.inventory.models import InventoryHistory
 from mercato.orders.models import Order
-from mercato.payments import gateways
+from mercato.payments import gateways, vault
 from mercato.payments import service as payments
 from mercato.payments.gateways.base import Outcome
 from mercato.payments.gateways.test import LedgerEntry, TestGateway
@@ -535,6 +535,22 @@ async def test_saved_cards_are_encrypted_and_pay(
     other_order, stranger_headers, _ = await placed(client, admin)
     theirs = await pay(client, other_order["id"], stranger_headers, payment_method_id=second["id"])
     assert theirs.status_code == 404 and theirs.json()["type"].endswith("/not-found")
+
+
+async def test_a_card_saved_under_an_earlier_secret_key_is_refused_not_a_500(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    order, headers, _ = await placed(client, admin)
+    card = (await client.post(f"{PAYMENTS}/methods", json={"payment_token": "tok_visa"}, headers=headers)).json()
+    async with services.db.session(write=True) as session:  # as if MERCATO_SECRET_KEY had been rotated since
+        row = await session.get(PaymentMethod, uuid.UUID(card["id"]))
+        assert row is not None
+        row.token_encrypted = vault.encrypt("an-earlier-secret-key-of-at-least-32-chars", "tok_visa")
+    refused = await pay(client, order["id"], headers, payment_method_id=card["id"])
+    assert refused.status_code == 404, refused.text
+    assert "save it again" in refused.json()["detail"]
+    assert await count(services, Payment) == 0
+    assert (await pay(client, order["id"], headers)).status_code == 201  # still payable with a new card
 
 
 def _signed(gateway: TestGateway, event: dict[str, Any], at: int | None = None) -> tuple[bytes, dict[str, str]]:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 import structlog
+from cryptography.fernet import InvalidToken
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -213,7 +214,12 @@ async def _saved_card(
     saved = await repository.method(session, user_id, method_id) if user_id and method_id else None
     if saved is None:
         raise PaymentMethodNotFound("No such saved payment method.", field="payment_method_id")
-    token = vault.decrypt(services.settings.secret, saved.token_encrypted)
+    try:
+        token = vault.decrypt(services.settings.secret, saved.token_encrypted)
+    except InvalidToken:  # sealed under an earlier MERCATO_SECRET_KEY: the card must be saved again
+        raise PaymentMethodNotFound(
+            "This saved card can no longer be used; pay with a new card or save it again.", field="payment_method_id"
+        ) from None
     return Card(saved.brand, saved.last4, saved.exp_month, saved.exp_year, token)
 
 
