@@ -31,6 +31,37 @@ class UnsafeSettings(Exception):
     """Raised by :meth:`Settings.load` listing every invalid or unsafe setting found (never their values)."""
 
 
+#: ISO 4217 codes whose minor unit is not 2 digits (0, 3, 4, or none: "N.A." → "no"), refused as
+#: ``MERCATO_CURRENCY`` (source: the ISO 4217 list one, "Minor unit" column).
+NOT_TWO_MINOR_DIGITS: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        "0",
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], "3"),
+    **dict.fromkeys(["CLF", "UYW"], "4"),
+    **dict.fromkeys(["XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"], "no"),
+}
+
+
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -137,7 +168,24 @@ class Settings(BaseSettings):
     @field_validator("currency")
     @classmethod
     def _upper(cls, value: str) -> str:
-        return value.upper()
+        """``MERCATO_CURRENCY`` in upper case, refused unless it can be a currency with exactly 2 minor digits.
+
+        Money is stored in cents (``db.base.Money``, two decimals) and the Stripe gateway sends amounts × 100,
+        so a currency with another number of minor digits would be charged wrongly (JPY 1999 for ¥19.99).
+
+        Raises:
+            ValueError: not three letters, or a code ISO 4217 gives 0, 3 or 4 minor digits or none at all
+                (:data:`NOT_TWO_MINOR_DIGITS`).
+        """
+        code = value.upper()
+        if not re.fullmatch("[A-Z]{3}", code):
+            raise ValueError(f"MERCATO_CURRENCY must be an ISO 4217 code of three letters, got {value!r}")
+        if code in NOT_TWO_MINOR_DIGITS:
+            raise ValueError(
+                f"MERCATO_CURRENCY {code} has {NOT_TWO_MINOR_DIGITS[code]} minor digits in ISO 4217; Mercato stores "
+                "money with exactly 2 (cents), so only such currencies are supported (e.g. USD, EUR, GBP)"
+            )
+        return code
 
     @property
     def storage_s3(self) -> tuple[str, str] | None:

@@ -194,3 +194,16 @@ def test_dotenv_file_in_the_working_directory_is_read(tmp_path: Path) -> None:
     assert settings.secret == SECRET
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert settings.currency == "EUR"
+
+
+@pytest.mark.parametrize("code", ["JPY", "krw", "KWD", "BHD", "XAU", "US1"])
+def test_a_currency_without_exactly_two_minor_digits_is_refused(monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    """Money is stored in cents: a zero- or three-decimal currency would be charged 100 times (or a tenth) off."""
+    monkeypatch.setenv("MERCATO_CURRENCY", code)
+    with pytest.raises(UnsafeSettings, match=r"MERCATO_CURRENCY: .*(three letters|minor digits)"):
+        Settings.load()
+
+
+def test_a_two_decimal_currency_is_accepted_in_upper_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MERCATO_CURRENCY", "eur")
+    assert Settings.load().currency == "EUR"
