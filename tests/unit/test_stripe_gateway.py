@@ -77,6 +77,16 @@ async def test_a_token_becomes_a_saved_card() -> None:
     assert replay.requests[0]["form"]["card[token]"] == ["tok_visa"]
 
 
+async def test_a_token_is_turned_into_a_payment_method_under_the_callers_key() -> None:
+    stripe_, replay = gateway({("POST", "/v1/payment_methods"): ("payment_method.json", 200)})
+
+    await stripe_.card("tok_visa", key="attempt-key:pm")
+    await stripe_.card("tok_visa")
+
+    assert replay.requests[0]["headers"]["Idempotency-Key"] == "attempt-key:pm"  # a retry gets the same one back
+    assert replay.requests[1]["headers"].get("Idempotency-Key") != "attempt-key:pm"
+
+
 async def test_a_saved_card_is_attached_to_a_customer_and_charged_through_it() -> None:
     stripe_, replay = gateway(
         {

@@ -17,6 +17,7 @@ meanwhile) is refunded in full: money always reconciles (``mercato check`` → `
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Awaitable, Mapping
 from datetime import timedelta
@@ -132,7 +133,9 @@ async def pay(
         GatewayUnavailable: the gateway timed out or failed (503); the order stays payable.
     """
     gateway = gateways.active(services)
-    card = await gateway.card(body.payment_token) if body.payment_token is not None else None
+    card = None
+    if body.payment_token is not None:
+        card = await gateway.card(body.payment_token, key=_card_key(request_key, body.payment_token))
     user_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
         earlier = await repository.payment_for_request(session, request_key) if request_key else None
@@ -194,6 +197,16 @@ async def pay(
     if not payment.applied:
         raise _cancelled_while_paying(order)
     return payment
+
+
+def _card_key(request_key: str | None, token: str) -> str | None:
+    """The gateway idempotency key for resolving ``token`` in the payment request ``request_key``: a retry of the
+    request (same key and token) resolves it to the same reusable card (Stripe: a ``tok_...`` is single-use, and
+    the retried charge must name the same PaymentMethod); another token under the key gets another key, so the
+    request mismatch is refused by :func:`_check_same_request` (422), not by the gateway. None without a key."""
+    if request_key is None:
+        return None
+    return hashlib.sha256(f"{request_key}\n{token}".encode()).hexdigest() + ":pm"
 
 
 def _cancelled_while_paying(order: Order) -> InvalidTransition:

@@ -98,8 +98,9 @@ class Gateway(Protocol):
     #: lookup; Stripe's search index lags): reconciliation asks again later rather than concluding "never charged".
     lookup_lag: float
 
-    async def card(self, token: str) -> Card:
-        """The card behind a client-side ``token``. Raises :class:`UnknownToken`."""
+    async def card(self, token: str, *, key: str | None = None) -> Card:
+        """The card behind a client-side ``token``; ``key`` makes resolving it idempotent (the same payment
+        request resolves the same token to the same reusable card). Raises :class:`UnknownToken`."""
 
     async def save(self, token: str) -> Card:
         """Make the card behind ``token`` reusable for later payments (a saved method); the returned

@@ -66,14 +66,26 @@ class StripeGateway:
             api_key, http_client=http_client or stripe.HTTPXClient(), max_network_retries=2
         )
 
-    async def card(self, token: str) -> Card:
-        """Turn a client-side token (``tok_...``) or PaymentMethod id (``pm_...``) into a reusable PaymentMethod."""
+    async def card(self, token: str, *, key: str | None = None) -> Card:
+        """Turn a client-side token (``tok_...``) or PaymentMethod id (``pm_...``) into a reusable PaymentMethod.
+
+        Args:
+            token: the client-side token or PaymentMethod id.
+            key: Stripe's ``Idempotency-Key`` for creating the PaymentMethod from a ``tok_...`` (a token can be
+                used once only: a retry of the same payment must get the same PaymentMethod back, not a
+                "token already used" error nor a new PaymentMethod that Stripe's idempotency on the
+                PaymentIntent would refuse). None: no key (a one-off, e.g. saving a card).
+
+        Raises:
+            UnknownToken: Stripe does not know the token, or it is not a card. GatewayUnavailable: no answer.
+        """
         try:
             if token.startswith("pm_"):
                 method = await self.client.v1.payment_methods.retrieve_async(token)
             else:
                 method = await self.client.v1.payment_methods.create_async(
-                    params={"type": "card", "card": {"token": token}}
+                    params={"type": "card", "card": {"token": token}},
+                    options={"idempotency_key": key} if key is not None else {},
                 )
         except stripe.InvalidRequestError as exc:
             raise UnknownToken(f"Stripe does not know this payment token ({exc.code}).") from exc

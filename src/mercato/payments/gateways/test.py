@@ -104,8 +104,9 @@ class TestGateway:
         self.delay = delay
         self.hold = hold
 
-    async def card(self, token: str) -> Card:
-        """The test card of ``token`` (table above); any other token → :class:`UnknownToken`."""
+    async def card(self, token: str, *, key: str | None = None) -> Card:
+        """The test card of ``token`` (table above; ``key`` is not needed: test tokens are reusable); any other
+        token → :class:`UnknownToken`."""
         if token not in CARDS:
             raise UnknownToken(f"Unknown payment token {token!r}; the test gateway knows {', '.join(CARDS)}.")
         brand, last4, _ = CARDS[token]

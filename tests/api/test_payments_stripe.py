@@ -1,0 +1,208 @@
+"""Payments through the Stripe gateway end to end (API.md "Payments"), Stripe answering from the recorded objects of
+tests/fixtures/stripe through the library's HTTP-client hook (no network). ``FakeStripe`` keeps Stripe's books the
+way Stripe does where it matters here: an Idempotency-Key replays its first answer (another body → 400
+``idempotency_error``), a ``tok_...`` is single-use, PaymentIntents and Refunds can be looked up and move on
+(``processing`` → ``succeeded``, ``pending`` → ``succeeded``/``failed``) — on every backend."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import stripe
+
+from mercato.app import create_app
+from mercato.payments import gateways
+from mercato.payments.gateways.stripe import StripeGateway
+from mercato.platform.context import Services
+from tests.api.test_payments import money_problems, order_row, placed
+from tests.conftest import Backend, bearer, make_admin
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "stripe"
+SECRET = "whsec_test_0123456789abcdef"
+PAYMENTS = "/api/v1/payments"
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return loaded
+
+
+def _error(kind: str, code: str, message: str) -> dict[str, Any]:
+    return {"error": {"type": kind, "code": code, "message": message}}
+
+
+class FakeStripe(stripe.HTTPClient):
+    """Stripe's books for one test, answering with the fixtures' objects (ids, amounts and states filled in).
+
+    ``intent_status`` is the state a new PaymentIntent gets; ``refund_status`` a new Refund's; ``down`` makes every
+    PaymentIntent creation land at Stripe but its answer get lost (a timeout, as the library sees it).
+    """
+
+    name = "fake-stripe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.intent_status = "succeeded"
+        self.refund_status = "succeeded"
+        self.down = False
+        self.intents: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.used_tokens: set[str] = set()
+        self.replies: dict[str, tuple[dict[str, list[str]], tuple[dict[str, Any], int]]] = {}
+        self.requests: list[tuple[str, str, dict[str, list[str]], str | None]] = []
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        path = urlsplit(url).path
+        raw = post_data.decode() if isinstance(post_data, bytes) else post_data or ""
+        form = parse_qs(raw) or parse_qs(urlsplit(url).query)
+        key = headers.get("Idempotency-Key")
+        self.requests.append((method.upper(), path, form, key))
+        if key is not None and key in self.replies:
+            sent, reply = self.replies[key]
+            if sent != form:
+                reply = (_error("idempotency_error", "idempotency_key_in_use", "Keys are for one request."), 400)
+        else:
+            reply = self._answer(method.upper(), path, form)
+            if key is not None:
+                self.replies[key] = (form, reply)
+        if self.down and path == "/v1/payment_intents":
+            raise stripe.APIConnectionError("read timeout")
+        body, status = reply
+        return json.dumps(body).encode(), status, {"request-id": "req_fake"}
+
+    def _answer(self, method: str, path: str, form: dict[str, list[str]]) -> tuple[dict[str, Any], int]:
+        if (method, path) == ("POST", "/v1/payment_methods"):
+            token = form["card[token]"][0]
+            if token in self.used_tokens:
+                return _error("invalid_request_error", "token_already_used", "This token was used already."), 400
+            self.used_tokens.add(token)
+            return _fixture("payment_method.json") | {"id": f"pm_fake{len(self.used_tokens)}"}, 200
+        if (method, path) == ("POST", "/v1/payment_intents"):
+            intent = _fixture("payment_intent_succeeded.json") | {
+                "id": f"pi_fake{len(self.intents) + 1}",
+                "amount": int(form["amount"][0]),
+                "amount_received": int(form["amount"][0]) if self.intent_status == "succeeded" else 0,
+                "status": self.intent_status,
+                "payment_method": form.get("payment_method", [None])[0],
+                "metadata": {"mercato_key": form["metadata[mercato_key]"][0]},
+            }
+            self.intents[intent["id"]] = intent
+            return intent, 200
+        if (method, path) == ("GET", "/v1/payment_intents/search"):
+            wanted = form["query"][0].split(":'", 1)[1].rstrip("'")
+            found = [i for i in self.intents.values() if i["metadata"]["mercato_key"] == wanted]
+            return _fixture("search_empty.json") | {"data": found}, 200
+        if method == "POST" and path.startswith("/v1/payment_intents/") and path.endswith("/cancel"):
+            intent = self.intents[path.split("/")[3]]
+            intent["status"] = "canceled"
+            return intent, 200
+        if (method, path) == ("POST", "/v1/refunds"):
+            refund = _fixture("refund.json") | {
+                "id": f"re_fake{len(self.refunds) + 1}",
+                "amount": int(form["amount"][0]),
+                "payment_intent": form["payment_intent"][0],
+                "status": self.refund_status,
+                "metadata": {"mercato_key": form["metadata[mercato_key]"][0]},
+            }
+            self.refunds[refund["id"]] = refund
+            return refund, 200
+        if method == "GET" and path.startswith("/v1/refunds/"):
+            return self.refunds[path.split("/")[3]], 200
+        raise AssertionError(f"unexpected Stripe call {method} {path}")
+
+    def settle_intent(self, status: str) -> dict[str, Any]:
+        """The last PaymentIntent leaves ``processing`` (as Stripe later decides it)."""
+        intent = list(self.intents.values())[-1]
+        intent["status"] = status
+        intent["amount_received"] = intent["amount"] if status == "succeeded" else 0
+        return intent
+
+    def settle_refund(self, status: str) -> dict[str, Any]:
+        """The last Refund leaves ``pending``."""
+        refund = list(self.refunds.values())[-1]
+        refund["status"] = status
+        refund["failure_reason"] = "expired_or_canceled_card" if status == "failed" else None
+        return refund
+
+    async def sleep_async(self, secs: float) -> None:
+        return None
+
+    async def close_async(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def fake() -> FakeStripe:
+    return FakeStripe()
+
+
+@pytest.fixture
+async def stripe_services(
+    migrated: Backend, services: Services, fake: FakeStripe, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """A second app's services on the test database, taking payments through Stripe (the fake one)."""
+    built = Services.build(
+        migrated.settings(payment_gateway="stripe", stripe_api_key="sk_test_mercato", stripe_webhook_secret=SECRET),
+        cache_prefix=migrated.prefix,
+    )
+    monkeypatch.setitem(
+        gateways._cache, (id(built), "stripe"), StripeGateway("sk_test_mercato", SECRET, http_client=fake)
+    )
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+async def stripe_client(stripe_services: Services, client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(stripe_services.settings, services=stripe_services)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+async def _admin(services: Services, client: httpx.AsyncClient) -> dict[str, str]:
+    return bearer(await make_admin(services, client))
+
+
+def _event(kind: str, obj: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """A Stripe event signed as Stripe signs it (``Stripe-Signature: t=...,v1=...``)."""
+    body = json.dumps(
+        {"id": f"evt_{uuid.uuid4().hex[:12]}", "object": "event", "type": kind, "data": {"object": dict(obj)}}
+    ).encode()
+    at = int(time.time())
+    mac = hmac.new(SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={at},v1={mac}", "Content-Type": "application/json"}
+
+
+async def test_retrying_a_timed_out_payment_with_a_token_and_its_key_pays_once(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
+) -> None:
+    admin = await _admin(services, client)
+    order, headers, _ = await placed(client, admin)
+    key = headers | {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"order_id": order["id"], "payment_token": "tok_visa"}
+    fake.down = True  # the PaymentIntent is made, its answer lost
+    assert (await stripe_client.post(PAYMENTS, json=body, headers=key)).status_code == 503
+    fake.down = False
+
+    retried = await stripe_client.post(PAYMENTS, json=body, headers=key)
+
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["status"] == "completed" and retried.json()["gateway_reference"] == "pi_fake1"
+    assert len(fake.intents) == 1 and len(fake.used_tokens) == 1  # one PaymentMethod, one charge
+    assert (await order_row(services, order["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
