@@ -22,8 +22,12 @@ import stripe
 
 from mercato.app import create_app
 from mercato.payments import gateways
+from mercato.payments import service as payments
+from mercato.payments.gateways.base import GatewayUnavailable
 from mercato.payments.gateways.stripe import StripeGateway
 from mercato.platform.context import Services
+from mercato.platform.jobs import Job
+from tests.api.test_orders import count
 from tests.api.test_payments import money_problems, order_row, placed
 from tests.conftest import Backend, bearer, make_admin
 
@@ -205,4 +209,92 @@ async def test_retrying_a_timed_out_payment_with_a_token_and_its_key_pays_once(
     assert retried.json()["status"] == "completed" and retried.json()["gateway_reference"] == "pi_fake1"
     assert len(fake.intents) == 1 and len(fake.used_tokens) == 1  # one PaymentMethod, one charge
     assert (await order_row(services, order["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
+async def test_a_processing_payment_stays_pending_until_stripe_decides(
+    client: httpx.AsyncClient,
+    stripe_client: httpx.AsyncClient,
+    services: Services,
+    stripe_services: Services,
+    fake: FakeStripe,
+) -> None:
+    admin = await _admin(services, client)
+    order, headers, _ = await placed(client, admin)
+    key = headers | {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"order_id": order["id"], "payment_token": "tok_visa"}
+    fake.intent_status = "processing"
+
+    undecided = await stripe_client.post(PAYMENTS, json=body, headers=key)
+
+    assert undecided.status_code == 503 and undecided.json()["type"].endswith("/service-unavailable")  # as a timeout
+    listed = (await client.get(PAYMENTS, headers=headers)).json()["data"]
+    assert [(p["status"], p["gateway_reference"], p["failure_reason"]) for p in listed] == [
+        ("pending", "pi_fake1", None)
+    ]
+    assert (await order_row(services, order["id"])).payment_status == "unpaid"
+    assert await count(services, Job, Job.name == "payments.reconcile") == 1  # the safety net stays
+    with pytest.raises(GatewayUnavailable):  # the reconcile job asks again later
+        await payments.reconcile_payment(stripe_services, uuid.UUID(listed[0]["id"]))
+    assert (await stripe_client.post(PAYMENTS, json=body, headers=key)).status_code == 409  # in progress
+
+    event, signed = _event("payment_intent.succeeded", fake.settle_intent("succeeded"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("processing", "paid")
+    replayed = await stripe_client.post(PAYMENTS, json=body, headers=key)
+    assert replayed.status_code == 201 and replayed.json()["id"] == listed[0]["id"]
+    assert replayed.json()["status"] == "completed" and len(fake.intents) == 1
+    assert await money_problems(services) == []
+
+
+async def test_a_processing_payment_that_fails_leaves_the_order_payable(
+    client: httpx.AsyncClient,
+    stripe_client: httpx.AsyncClient,
+    services: Services,
+    stripe_services: Services,
+    fake: FakeStripe,
+) -> None:
+    admin = await _admin(services, client)
+    order, headers, _ = await placed(client, admin)
+    fake.intent_status = "processing"
+    assert (
+        await stripe_client.post(PAYMENTS, json={"order_id": order["id"], "payment_token": "tok_visa"}, headers=headers)
+    ).status_code == 503
+    payment_id = uuid.UUID((await client.get(PAYMENTS, headers=headers)).json()["data"][0]["id"])
+
+    fake.settle_intent("requires_payment_method")
+    assert await payments.reconcile_payment(stripe_services, payment_id) == "settled"
+
+    failed = (await client.get(f"{PAYMENTS}/{payment_id}", headers=headers)).json()
+    assert (failed["status"], failed["failure_reason"]) == ("failed", "requires_payment_method")
+    assert (await order_row(services, order["id"])).payment_status == "failed"
+    fake.intent_status = "succeeded"
+    again = await stripe_client.post(
+        PAYMENTS, json={"order_id": order["id"], "payment_token": "tok_mastercard"}, headers=headers
+    )
+    assert again.status_code == 201 and (await order_row(services, order["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
+async def test_a_payment_that_requires_3d_secure_is_declined_and_cancelled_at_stripe(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
+) -> None:
+    admin = await _admin(services, client)
+    order, headers, _ = await placed(client, admin)
+    fake.intent_status = "requires_action"
+
+    declined = await stripe_client.post(
+        PAYMENTS, json={"order_id": order["id"], "payment_token": "tok_visa"}, headers=headers
+    )
+
+    assert declined.status_code == 402, declined.text
+    assert declined.json()["reason"] == "authentication_required"
+    assert fake.intents["pi_fake1"]["status"] == "canceled"  # it can never capture later
+    cancels = [r for r in fake.requests if r[1] == "/v1/payment_intents/pi_fake1/cancel"]
+    assert len(cancels) == 1 and cancels[0][2]["cancellation_reason"] == ["abandoned"]
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["failure_reason"]) == ("failed", "authentication_required")
+    assert (await order_row(services, order["id"])).payment_status == "failed"  # payable with another card
     assert await money_problems(services) == []

@@ -130,7 +130,9 @@ async def pay(
         PaymentMethodNotFound: ``payment_method_id`` is not one of the caller's saved methods.
         UnknownToken: the gateway does not know ``payment_token`` (422).
         PaymentDeclined: declined (402); the failed attempt is recorded, the order stays payable.
-        GatewayUnavailable: the gateway timed out or failed (503); the order stays payable.
+        GatewayUnavailable: the gateway timed out or failed (503); the order stays payable. Also when the gateway
+            took the charge but has not decided it (Stripe ``processing``): the attempt stays ``pending`` (a new
+            payment of the order is 409 meanwhile) until the reconcile job or a webhook records the decision.
     """
     gateway = gateways.active(services)
     card = None
@@ -191,7 +193,15 @@ async def pay(
         declined = Outcome("failed", None, payment.amount, "invalid_payment_method")
         await _settle_payment(services, payment.id, declined, actor_id=user_id, done=safety_net)
         raise
-    payment = await _settle_payment(services, payment.id, outcome, actor_id=user_id, done=safety_net)
+    undecided = outcome.status == "pending"  # the gateway decides later: the safety net (or a webhook) settles it
+    payment = await _settle_payment(
+        services, payment.id, outcome, actor_id=user_id, done=None if undecided else safety_net
+    )
+    if payment.status == PaymentState.pending:
+        raise GatewayUnavailable(
+            "The payment gateway is still processing this payment: it stays pending and is settled when the "
+            "gateway decides; retry with the same Idempotency-Key for its answer."
+        )
     if payment.status == PaymentState.failed:
         raise _declined(payment)
     if not payment.applied:
@@ -258,13 +268,18 @@ async def _settle_payment(
     """Step 3: record the gateway's answer for a pending attempt and move the order. ``outcome`` None means no
     answer (timeout, or the gateway never took the charge): the attempt fails with ``gateway_timeout``; the
     reconcile job still asks the gateway later, in case the charge went through after all. ``done`` is the
-    attempt's reconcile job, dropped in the same transaction once the gateway's definite answer is recorded."""
+    attempt's reconcile job, dropped in the same transaction once the gateway's definite answer is recorded. A
+    ``pending`` outcome (the gateway took the charge, undecided yet) keeps the attempt pending with the gateway's
+    reference, for the reconcile job or a webhook to settle."""
     async with services.db.session(write=True) as session:
         if done is not None:
             await jobs.cancel(session, done)
         payment, order = await _lock(session, payment_id)
         if payment.status != PaymentState.pending:
             return payment  # settled already (a concurrent reconcile or webhook)
+        if outcome is not None and outcome.status == "pending":
+            payment.gateway_reference = outcome.reference
+            return payment
         if outcome is None or outcome.status == "failed":
             payment.status = PaymentState.failed
             payment.failure_reason = outcome.failure_reason if outcome is not None else TIMEOUT
@@ -320,6 +335,8 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
     outcome = await _call(services, gateway.find_charge(str(payment.id)))
     if outcome is None and (clock.now() - payment.updated_at).total_seconds() < gateway.lookup_lag:
         raise GatewayUnavailable(f"The gateway cannot tell yet whether attempt {payment.id} was charged.")
+    if outcome is not None and outcome.status == "pending":
+        raise GatewayUnavailable(f"The gateway has not decided attempt {payment.id} yet.")
     if payment.status == PaymentState.pending:
         await _settle_payment(services, payment.id, outcome, actor_id=None)
         log.info("payment reconciled", payment_id=str(payment.id), found=outcome is not None)

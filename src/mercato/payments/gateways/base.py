@@ -36,9 +36,11 @@ class Card:
 @dataclass(frozen=True)
 class Outcome:
     """A gateway's answer about a charge or refund: ``succeeded`` or ``failed`` (with ``failure_reason``, e.g.
-    ``card_declined`` or ``insufficient_funds``); ``reference`` is the gateway's id for it."""
+    ``card_declined`` or ``insufficient_funds``), or ``pending`` when the gateway took it but has not decided yet
+    (Stripe: a PaymentIntent ``processing``, a Refund ``pending``; it is settled later by asking again, from the
+    reconcile job or a webhook); ``reference`` is the gateway's id for it."""
 
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "pending"]
     reference: str | None
     amount: Decimal
     failure_reason: str | None = None

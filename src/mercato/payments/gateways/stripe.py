@@ -29,6 +29,9 @@ from mercato.payments.gateways.base import (
 
 #: PaymentIntent states that are final (others — processing, requires_action — are not decided yet).
 _FINAL = {"succeeded": "succeeded", "canceled": "failed", "requires_payment_method": "failed"}
+#: ``failure_reason`` of a charge the card's bank wanted to authenticate (3-D Secure): this API has no redirect
+#: flow to complete it, so the PaymentIntent is cancelled at Stripe (it can never capture later).
+AUTHENTICATION_REQUIRED = "authentication_required"
 #: Stripe webhook types → ours (``charge.*`` reconcile a payment, ``refund.*`` a refund).
 _EVENTS = {
     "payment_intent.succeeded": "charge.succeeded",
@@ -109,7 +112,17 @@ class StripeGateway:
         return Card(card.brand, card.last4, card.exp_month, card.exp_year, f"{customer.id}/{card.token}")
 
     async def charge(self, *, key: str, amount: Decimal, currency: str, token: str) -> Outcome:
-        """Create and confirm a PaymentIntent (automatic capture); a decline is a failed :class:`Outcome`."""
+        """Create and confirm a PaymentIntent (automatic capture).
+
+        Returns:
+            ``succeeded``; ``failed`` for a decline (Stripe's decline code as reason) or a PaymentIntent that
+            ``requires_action`` (3-D Secure: cancelled at Stripe, reason ``authentication_required``); ``pending``
+            for one still ``processing`` (Stripe decides later; :meth:`find_charge` tells then).
+
+        Raises:
+            UnknownToken: Stripe refused the payment method. GatewayUnavailable: no answer, or the cancel of a
+                ``requires_action`` PaymentIntent did not go through (the reconcile job cancels it then).
+        """
         params: dict[str, Any] = {
             "amount": _minor(amount),
             "currency": currency.lower(),
@@ -138,7 +151,35 @@ class StripeGateway:
             raise UnknownToken(f"Stripe refused the payment method ({exc.code}).") from exc
         except stripe.StripeError as exc:
             raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
+        if intent.status == "processing":
+            return Outcome("pending", intent.id, amount)
+        if intent.status == "requires_action":
+            return await self._abandon(intent)
         return self._intent_outcome(intent) or Outcome("failed", intent.id, amount, intent.status)
+
+    async def _abandon(self, intent: Any) -> Outcome:
+        """Cancel a PaymentIntent that ``requires_action`` (no redirect flow here to authenticate it), so it can
+        never capture later: a failed :class:`Outcome` (``authentication_required``). One that cannot be cancelled
+        any more (cancelled already, or decided meanwhile) is read back and reported as it is.
+
+        Raises:
+            GatewayUnavailable: Stripe did not answer, or the PaymentIntent is still undecided.
+        """
+        try:
+            try:
+                intent = await self.client.v1.payment_intents.cancel_async(
+                    intent.id, params={"cancellation_reason": "abandoned"}
+                )
+            except stripe.InvalidRequestError:  # not cancelable (any more): see what it is now
+                intent = await self.client.v1.payment_intents.retrieve_async(intent.id)
+        except stripe.StripeError as exc:
+            raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
+        if intent.status == "canceled":
+            return Outcome("failed", intent.id, _major(intent.amount), AUTHENTICATION_REQUIRED)
+        outcome = self._intent_outcome(intent)
+        if outcome is None:
+            raise GatewayUnavailable(f"PaymentIntent {intent.id} is still {intent.status}.")
+        return outcome
 
     async def refund(self, *, key: str, reference: str, amount: Decimal, currency: str) -> Outcome:
         """Refund ``amount`` of the PaymentIntent ``reference`` (idempotent per ``key``)."""
@@ -156,7 +197,8 @@ class StripeGateway:
         return Outcome("failed", refund.id, _major(refund.amount), refund.failure_reason or refund.status)
 
     async def find_charge(self, key: str) -> Outcome | None:
-        """The PaymentIntent created with ``key`` (Search API on ``metadata['mercato_key']``), if decided.
+        """The PaymentIntent created with ``key`` (Search API on ``metadata['mercato_key']``), if decided (one
+        that ``requires_action`` is cancelled and reported failed, as in :meth:`charge`).
 
         Raises:
             GatewayUnavailable: Stripe did not answer, or the intent is not decided yet (retry later).
@@ -169,6 +211,8 @@ class StripeGateway:
             raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
         if not found.data:
             return None
+        if found.data[0].status == "requires_action":
+            return await self._abandon(found.data[0])
         outcome = self._intent_outcome(found.data[0])
         if outcome is None:
             raise GatewayUnavailable(f"PaymentIntent {found.data[0].id} is still {found.data[0].status}.")
