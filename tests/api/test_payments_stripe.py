@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,15 +22,16 @@ import pytest
 import stripe
 
 from mercato.app import create_app
-from mercato.payments import gateways
+from mercato.payments import gateways, handlers
 from mercato.payments import service as payments
 from mercato.payments.gateways.base import GatewayUnavailable
 from mercato.payments.gateways.stripe import StripeGateway
+from mercato.payments.models import Refund
 from mercato.platform.context import Services
 from mercato.platform.jobs import Job
 from tests.api.test_orders import count
 from tests.api.test_payments import money_problems, order_row, placed
-from tests.conftest import Backend, bearer, make_admin
+from tests.conftest import Backend, bearer, make_admin, sent_mail
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stripe"
 SECRET = "whsec_test_0123456789abcdef"
@@ -161,9 +163,9 @@ async def stripe_services(
         migrated.settings(payment_gateway="stripe", stripe_api_key="sk_test_mercato", stripe_webhook_secret=SECRET),
         cache_prefix=migrated.prefix,
     )
-    monkeypatch.setitem(
-        gateways._cache, (id(built), "stripe"), StripeGateway("sk_test_mercato", SECRET, http_client=fake)
-    )
+    gateway = StripeGateway("sk_test_mercato", SECRET, http_client=fake)
+    monkeypatch.setitem(gateways._cache, (id(built), "stripe"), gateway)
+    monkeypatch.setitem(gateways._cache, (id(services), "stripe"), gateway)  # its jobs run on the test app
     try:
         yield built
     finally:
@@ -298,3 +300,102 @@ async def test_a_payment_that_requires_3d_secure_is_declined_and_cancelled_at_st
     assert (payment["status"], payment["failure_reason"]) == ("failed", "authentication_required")
     assert (await order_row(services, order["id"])).payment_status == "failed"  # payable with another card
     assert await money_problems(services) == []
+
+
+async def _paid_through_stripe(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """An order paid (40.00) through Stripe: (order, the customer's headers, an admin's headers)."""
+    admin = await _admin(services, client)
+    order, headers, _ = await placed(client, admin)
+    paid = await stripe_client.post(
+        PAYMENTS, json={"order_id": order["id"], "payment_token": "tok_visa"}, headers=headers
+    )
+    assert paid.status_code == 201, paid.text
+    return order, headers, admin
+
+
+async def _refund_mail(services: Services, to: str) -> list[str]:
+    return [m.get_content() for m in await sent_mail(services, to) if "Refund" in str(m["Subject"])]
+
+
+async def test_a_pending_stripe_refund_completes_when_stripe_says_so(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
+) -> None:
+    order, headers, admin = await _paid_through_stripe(client, stripe_client, services)
+    fake.refund_status = "pending"
+
+    answer = await stripe_client.post(
+        f"/api/v1/orders/{order['id']}/refund", json={"amount": "15.00", "reason": "scratched"}, headers=admin
+    )
+
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["status"], answer.json()["amount"]) == ("pending", "15.00")
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["refunded_amount"]) == ("completed", "0.00")  # no money moved yet
+    assert (await order_row(services, order["id"])).payment_status == "paid"
+    assert await _refund_mail(services, order["customer_email"]) == []  # nobody told of money not yet back
+    assert await count(services, Job, Job.name == "payments.reconcile") == 1  # asks Stripe again later
+    assert await money_problems(services) == []
+    with pytest.raises(GatewayUnavailable):  # the job, while Stripe has not decided: kept, retried
+        await handlers.reconcile(services, {"refund_id": answer.json()["id"]})
+
+    event, signed = _event("refund.updated", fake.settle_refund("succeeded"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    async with services.db.session(write=False) as session:
+        refund = await session.get(Refund, uuid.UUID(answer.json()["id"]))
+    assert refund is not None and (refund.status, refund.gateway_reference) == ("completed", "re_fake1")
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["refunded_amount"]) == ("partially_refunded", "15.00")
+    assert (await order_row(services, order["id"])).payment_status == "partially_refunded"
+    mail = await _refund_mail(services, order["customer_email"])
+    assert len(mail) == 1 and "15.00 USD" in mail[0]
+    assert [r[1] for r in fake.requests].count("/v1/refunds/re_fake1") == 2  # looked up, never created twice
+    assert len(fake.refunds) == 1 and await money_problems(services) == []
+    await handlers.reconcile(services, {"refund_id": answer.json()["id"]})  # the job, later: nothing left to do
+
+
+async def test_a_pending_stripe_refund_that_fails_leaves_the_money_where_it_was(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
+) -> None:
+    order, headers, admin = await _paid_through_stripe(client, stripe_client, services)
+    fake.refund_status = "pending"
+    url = f"/api/v1/orders/{order['id']}/refund"
+    answer = await stripe_client.post(url, json={"reason": "cancelled by phone"}, headers=admin)
+    assert answer.status_code == 201 and answer.json()["status"] == "pending"
+    assert (await stripe_client.post(url, json={"reason": "again"}, headers=admin)).status_code == 422  # held
+
+    event, signed = _event("refund.failed", fake.settle_refund("failed"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    async with services.db.session(write=False) as session:
+        refund = await session.get(Refund, uuid.UUID(answer.json()["id"]))
+    assert refund is not None
+    assert (refund.status, refund.failure_reason) == ("failed", "expired_or_canceled_card")
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["refunded_amount"]) == ("completed", "0.00")
+    assert (await order_row(services, order["id"])).payment_status == "paid"
+    assert await _refund_mail(services, order["customer_email"]) == []
+    assert await money_problems(services) == []
+    fake.refund_status = "succeeded"  # the money can be refunded again, another way
+    again = await stripe_client.post(url, json={"reason": "bank transfer instead"}, headers=admin)
+    assert again.status_code == 201 and again.json()["status"] == "completed"
+    assert (await order_row(services, order["id"])).payment_status == "refunded"
+    assert await money_problems(services) == []
+
+
+async def test_the_test_gateway_looks_its_refunds_up_in_its_ledger(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    gateway = gateways.by_name(services, "test")
+    charge = await gateway.charge(key=str(uuid.uuid4()), amount=Decimal("9.00"), currency="USD", token="tok_visa")
+    assert charge.reference is not None
+    refund = await gateway.refund(
+        key=str(uuid.uuid4()), reference=charge.reference, amount=Decimal("4.00"), currency="USD"
+    )
+    assert refund.reference is not None
+
+    assert await gateway.find_refund(refund.reference) == refund
+    with pytest.raises(GatewayUnavailable):
+        await gateway.find_refund("re_test_unknown")

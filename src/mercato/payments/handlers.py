@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mercato.orders.money import REFUND_CANCELLED_JOB
 from mercato.payments import service
+from mercato.payments.gateways.base import GatewayUnavailable
 from mercato.platform import jobs
 
 if TYPE_CHECKING:
@@ -17,11 +18,14 @@ if TYPE_CHECKING:
 @jobs.handler(service.RECONCILE_JOB)
 async def reconcile(services: Services, payload: dict[str, Any]) -> None:
     """Settle the payment ``payload["payment_id"]`` or the refund ``payload["refund_id"]`` from what the gateway
-    says. Runs at least once; repeats change nothing; a gateway that does not answer makes the job retry."""
+    says. Runs at least once; repeats change nothing; a gateway that does not answer, or has not decided a
+    refund yet, makes the job retry."""
     if "payment_id" in payload:
         await service.reconcile_payment(services, uuid.UUID(payload["payment_id"]))
     if "refund_id" in payload:
-        await service.reconcile_refund(services, uuid.UUID(payload["refund_id"]))
+        done = await service.reconcile_refund(services, uuid.UUID(payload["refund_id"]))
+        if done == "pending":  # the gateway has not decided yet: keep the job, ask again later (backoff)
+            raise GatewayUnavailable(f"Refund {payload['refund_id']} is still pending at the gateway.")
 
 
 @jobs.handler(REFUND_CANCELLED_JOB)

@@ -509,8 +509,9 @@ async def _record_refund(
 
 
 async def _carry_out(services: Services, refund_id: uuid.UUID, *, done: uuid.UUID | None = None) -> Refund:
-    """Steps 2 and 3 of a pending refund: ask the gateway (idempotent per refund id), record the answer (and drop
-    the refund's reconcile job ``done`` with it)."""
+    """Steps 2 and 3 of a pending refund: ask the gateway (idempotent per refund id) — or, when the gateway took
+    it already and had not decided (it has a ``gateway_reference``), look it up — and record the answer (and drop
+    the refund's reconcile job ``done`` with a definite one)."""
     async with services.db.session(write=False) as session:
         refund = await repository.refund(session, refund_id)
         assert refund is not None
@@ -520,20 +521,27 @@ async def _carry_out(services: Services, refund_id: uuid.UUID, *, done: uuid.UUI
         return refund
     gateway = gateways.by_name(services, payment.gateway)
     assert payment.gateway_reference is not None
-    outcome = await _call(
-        services,
-        gateway.refund(
-            key=str(refund.id), reference=payment.gateway_reference, amount=refund.amount, currency=refund.currency
-        ),
-    )
+    if refund.gateway_reference is not None:  # the gateway took it, undecided: what is it now?
+        outcome = await _call(services, gateway.find_refund(refund.gateway_reference))
+    else:
+        outcome = await _call(
+            services,
+            gateway.refund(
+                key=str(refund.id), reference=payment.gateway_reference, amount=refund.amount, currency=refund.currency
+            ),
+        )
     return await _settle_refund(services, refund.id, outcome, done=done)
 
 
 async def _settle_refund(
     services: Services, refund_id: uuid.UUID, outcome: Outcome, *, done: uuid.UUID | None = None
 ) -> Refund:
+    """Record the gateway's answer for a pending refund. ``succeeded``: the payment and (for the attempt that paid
+    it) the order move, the customer is told; ``failed``: the refund is failed, the money state untouched;
+    ``pending`` (taken, undecided): it stays pending with the gateway's reference, its reconcile job ``done`` kept,
+    until the job or a refund webhook finds it decided."""
     async with services.db.session(write=True) as session:
-        if done is not None:
+        if done is not None and outcome.status != "pending":
             await jobs.cancel(session, done)
         found = await repository.refund(session, refund_id)
         assert found is not None
@@ -544,6 +552,8 @@ async def _settle_refund(
         if refund.status != RefundState.pending:
             return refund
         refund.gateway_reference = outcome.reference
+        if outcome.status == "pending":
+            return refund
         if outcome.status == "failed":
             refund.status = RefundState.failed
             refund.failure_reason = outcome.failure_reason
@@ -573,14 +583,23 @@ async def _settle_refund(
 
 
 async def reconcile_refund(services: Services, refund_id: uuid.UUID) -> str:
-    """Finish a pending refund (the ``payments.reconcile`` job): ask the gateway again with the same key, which
-    either reports the refund it already made or makes it now. Returns ``settled`` or ``nothing``."""
+    """Finish a pending refund (the ``payments.reconcile`` job, and refund webhooks): ask the gateway again with
+    the same key, which either reports the refund it already made or makes it now; a refund the gateway took but
+    had not decided (``gateway_reference`` set) is looked up by that reference.
+
+    Returns:
+        ``settled`` (now completed or failed), ``pending`` (the gateway still has not decided) or ``nothing``
+        (no such refund, or not pending).
+
+    Raises:
+        GatewayUnavailable: the gateway did not answer.
+    """
     async with services.db.session(write=False) as session:
         refund = await repository.refund(session, refund_id)
     if refund is None or refund.status != RefundState.pending:
         return "nothing"
-    await _carry_out(services, refund_id)
-    return "settled"
+    settled = await _carry_out(services, refund_id)
+    return "pending" if settled.status == RefundState.pending else "settled"
 
 
 async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> None:

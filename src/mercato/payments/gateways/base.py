@@ -118,6 +118,10 @@ class Gateway(Protocol):
     async def find_charge(self, key: str) -> Outcome | None:
         """What became of the charge asked for with ``key`` (None: the gateway never took it)."""
 
+    async def find_refund(self, reference: str) -> Outcome:
+        """What the refund ``reference`` (the gateway's id, from a ``pending`` :meth:`refund` answer) is now:
+        ``pending`` until the gateway decides. Raises :class:`GatewayUnavailable`."""
+
     def verify(self, body: bytes, headers: Mapping[str, str], now: datetime) -> Notification:
         """Check a callback's signature and age and parse it.
 

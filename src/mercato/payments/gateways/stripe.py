@@ -39,7 +39,10 @@ _EVENTS = {
     "refund.created": "refund.updated",
     "refund.updated": "refund.updated",
     "refund.failed": "refund.updated",
+    "charge.refund.updated": "refund.updated",
 }
+#: Refund states Stripe has not decided yet (the refund is recorded ``pending`` and looked up again later).
+_REFUND_UNDECIDED = ("pending", "requires_action")
 
 
 def _minor(amount: Decimal) -> int:
@@ -182,7 +185,9 @@ class StripeGateway:
         return outcome
 
     async def refund(self, *, key: str, reference: str, amount: Decimal, currency: str) -> Outcome:
-        """Refund ``amount`` of the PaymentIntent ``reference`` (idempotent per ``key``)."""
+        """Refund ``amount`` of the PaymentIntent ``reference`` (idempotent per ``key``): a Refund Stripe has not
+        decided yet (``pending``, ``requires_action``) is a ``pending`` :class:`Outcome` with its id, for
+        :meth:`find_refund` later (asking again with ``key`` would only replay this first answer)."""
         try:
             refund = await self.client.v1.refunds.create_async(
                 params={"payment_intent": reference, "amount": _minor(amount), "metadata": {"mercato_key": key}},
@@ -192,8 +197,26 @@ class StripeGateway:
             return Outcome("failed", None, amount, exc.code or "invalid_request")
         except stripe.StripeError as exc:
             raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
-        if refund.status in ("succeeded", "pending"):
+        return self._refund_outcome(refund)
+
+    async def find_refund(self, reference: str) -> Outcome:
+        """The Refund ``reference`` as Stripe has it now (``GET /v1/refunds/{id}``).
+
+        Raises:
+            GatewayUnavailable: Stripe did not answer (or does not know the refund: a person has to look).
+        """
+        try:
+            refund = await self.client.v1.refunds.retrieve_async(reference)
+        except stripe.StripeError as exc:
+            raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
+        return self._refund_outcome(refund)
+
+    @staticmethod
+    def _refund_outcome(refund: Any) -> Outcome:
+        if refund.status == "succeeded":
             return Outcome("succeeded", refund.id, _major(refund.amount))
+        if refund.status in _REFUND_UNDECIDED:
+            return Outcome("pending", refund.id, _major(refund.amount))
         return Outcome("failed", refund.id, _major(refund.amount), refund.failure_reason or refund.status)
 
     async def find_charge(self, key: str) -> Outcome | None:

@@ -38,6 +38,7 @@ from mercato.db.engine import Database
 from mercato.payments.gateways.base import (
     WEBHOOK_TOLERANCE,
     Card,
+    GatewayUnavailable,
     InvalidSignature,
     MalformedWebhook,
     Notification,
@@ -175,6 +176,20 @@ class TestGateway:
                 select(LedgerEntry).where(LedgerEntry.key == key, LedgerEntry.kind == "charge")
             )
         return _outcome(entry) if entry is not None else None
+
+    async def find_refund(self, reference: str) -> Outcome:
+        """The booked refund ``reference`` (test refunds are decided at once, so never ``pending``).
+
+        Raises:
+            GatewayUnavailable: no refund ``reference`` in the ledger.
+        """
+        async with self.db.session(write=False) as session:
+            entry = await session.scalar(
+                select(LedgerEntry).where(LedgerEntry.reference == reference, LedgerEntry.kind == "refund")
+            )
+        if entry is None:
+            raise GatewayUnavailable(f"The test gateway has no refund {reference}.")
+        return _outcome(entry)
 
     def sign(self, body: bytes, timestamp: int) -> str:
         """The ``Mercato-Signature`` header value for ``body`` sent at ``timestamp`` (Unix seconds)."""
