@@ -391,6 +391,11 @@ async def refund_order(
             ``restock`` on an order whose stock was never committed or was already restocked (field ``restock``).
         RefundFailed: the gateway refused the refund (409); GatewayUnavailable: no answer (503, the refund stays
             pending and the reconcile job completes it).
+
+    Returns:
+        The refund: ``completed``, or ``pending`` when the gateway took it but has not decided yet (Stripe); a
+        pending refund holds its amount and moves the payment and order only once the reconcile job or a refund
+        webhook finds it succeeded.
     """
     return await _refund(
         services,
