@@ -110,6 +110,8 @@ class FakeStripe(stripe.HTTPClient):
             wanted = form["query"][0].split(":'", 1)[1].rstrip("'")
             found = [i for i in self.intents.values() if i["metadata"]["mercato_key"] == wanted]
             return _fixture("search_empty.json") | {"data": found}, 200
+        if method == "GET" and path.startswith("/v1/payment_intents/pi_"):
+            return self.intents[path.split("/")[3]], 200
         if method == "POST" and path.startswith("/v1/payment_intents/") and path.endswith("/cancel"):
             intent = self.intents[path.split("/")[3]]
             intent["status"] = "canceled"
@@ -245,6 +247,8 @@ async def test_a_processing_payment_stays_pending_until_stripe_decides(
 
     row = await order_row(services, order["id"])
     assert (row.status, row.payment_status) == ("processing", "paid")
+    asked = [path for method, path, _, _ in fake.requests if method == "GET"]
+    assert set(asked) == {"/v1/payment_intents/pi_fake1"}  # by its id: current, unlike the lagging search
     replayed = await stripe_client.post(PAYMENTS, json=body, headers=key)
     assert replayed.status_code == 201 and replayed.json()["id"] == listed[0]["id"]
     assert replayed.json()["status"] == "completed" and len(fake.intents) == 1

@@ -332,7 +332,7 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
     if payment.status == PaymentState.failed and payment.failure_reason != TIMEOUT:
         return "nothing"
     gateway = gateways.by_name(services, payment.gateway)
-    outcome = await _call(services, gateway.find_charge(str(payment.id)))
+    outcome = await _call(services, gateway.find_charge(str(payment.id), reference=payment.gateway_reference))
     if outcome is None and (clock.now() - payment.updated_at).total_seconds() < gateway.lookup_lag:
         raise GatewayUnavailable(f"The gateway cannot tell yet whether attempt {payment.id} was charged.")
     if outcome is not None and outcome.status == "pending":

@@ -115,8 +115,9 @@ class Gateway(Protocol):
     async def refund(self, *, key: str, reference: str, amount: Decimal, currency: str) -> Outcome:
         """Give ``amount`` of the charge ``reference`` back. Raises :class:`GatewayUnavailable`."""
 
-    async def find_charge(self, key: str) -> Outcome | None:
-        """What became of the charge asked for with ``key`` (None: the gateway never took it)."""
+    async def find_charge(self, key: str, *, reference: str | None = None) -> Outcome | None:
+        """What became of the charge asked for with ``key`` (None: the gateway never took it); ``reference`` is
+        the gateway's id for it when known (it answered ``pending``), which a gateway may look up directly."""
 
     async def find_refund(self, reference: str) -> Outcome:
         """What the refund ``reference`` (the gateway's id, from a ``pending`` :meth:`refund` answer) is now:

@@ -219,26 +219,31 @@ class StripeGateway:
             return Outcome("pending", refund.id, _major(refund.amount))
         return Outcome("failed", refund.id, _major(refund.amount), refund.failure_reason or refund.status)
 
-    async def find_charge(self, key: str) -> Outcome | None:
-        """The PaymentIntent created with ``key`` (Search API on ``metadata['mercato_key']``), if decided (one
-        that ``requires_action`` is cancelled and reported failed, as in :meth:`charge`).
+    async def find_charge(self, key: str, *, reference: str | None = None) -> Outcome | None:
+        """The PaymentIntent created with ``key`` (Search API on ``metadata['mercato_key']``), or ``reference``
+        when known (``GET /v1/payment_intents/{id}``: current at once, where the search index lags), if decided
+        (one that ``requires_action`` is cancelled and reported failed, as in :meth:`charge`).
 
         Raises:
             GatewayUnavailable: Stripe did not answer, or the intent is not decided yet (retry later).
         """
         try:
-            found = await self.client.v1.payment_intents.search_async(
-                params={"query": f"metadata['mercato_key']:'{key}'", "limit": 1}
-            )
+            if reference is not None:
+                intent = await self.client.v1.payment_intents.retrieve_async(reference)
+            else:
+                found = await self.client.v1.payment_intents.search_async(
+                    params={"query": f"metadata['mercato_key']:'{key}'", "limit": 1}
+                )
+                if not found.data:
+                    return None
+                intent = found.data[0]
         except stripe.StripeError as exc:
             raise GatewayUnavailable(f"Stripe did not answer ({type(exc).__name__}).") from exc
-        if not found.data:
-            return None
-        if found.data[0].status == "requires_action":
-            return await self._abandon(found.data[0])
-        outcome = self._intent_outcome(found.data[0])
+        if intent.status == "requires_action":
+            return await self._abandon(intent)
+        outcome = self._intent_outcome(intent)
         if outcome is None:
-            raise GatewayUnavailable(f"PaymentIntent {found.data[0].id} is still {found.data[0].status}.")
+            raise GatewayUnavailable(f"PaymentIntent {intent.id} is still {intent.status}.")
         return outcome
 
     @staticmethod

@@ -169,8 +169,9 @@ class TestGateway:
                 session.add(entry)
         return _outcome(entry)
 
-    async def find_charge(self, key: str) -> Outcome | None:
-        """The booked charge for ``key``, or None when the gateway never took it."""
+    async def find_charge(self, key: str, *, reference: str | None = None) -> Outcome | None:
+        """The booked charge for ``key`` (its ledger is current: ``reference`` is not needed), or None when the
+        gateway never took it."""
         async with self.db.session(write=False) as session:
             entry = await session.scalar(
                 select(LedgerEntry).where(LedgerEntry.key == key, LedgerEntry.kind == "charge")
