@@ -167,6 +167,29 @@ async def test_refunds_and_reconciliation_lookups() -> None:
     assert replay.requests[1]["query"]["query"] == [f"metadata['mercato_key']:'{KEY}'"]
 
 
+async def test_a_pending_refund_is_pending_and_looked_up_by_its_id() -> None:
+    stripe_, replay = gateway(
+        {
+            ("POST", "/v1/refunds"): ("refund_pending.json", 200),
+            ("GET", "/v1/refunds/re_3QhXyZ2eZvKYlo2C7u6v5w4x"): ("refund_failed.json", 200),
+        }
+    )
+
+    pending = await stripe_.refund(
+        key="re-key", reference="pi_3QhXyZ2eZvKYlo2C1e2f3g4h", amount=Decimal("5.00"), currency="USD"
+    )
+    assert pending.reference is not None
+    later = await stripe_.find_refund(pending.reference)
+
+    assert (pending.status, pending.reference, pending.amount) == (
+        "pending",
+        "re_3QhXyZ2eZvKYlo2C7u6v5w4x",
+        Decimal("5.00"),
+    )
+    assert (later.status, later.failure_reason) == ("failed", "expired_or_canceled_card")
+    assert replay.requests[1]["method"].upper() == "GET"
+
+
 async def test_an_outage_is_gateway_unavailable() -> None:
     stripe_, _ = gateway({("POST", "/v1/payment_intents"): stripe.APIConnectionError("connection reset")})
     with pytest.raises(GatewayUnavailable):
