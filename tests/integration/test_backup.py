@@ -358,3 +358,27 @@ def test_a_sqlite_backup_taken_while_a_write_is_in_the_wal_holds_it(installation
         restored.write_bytes(copy.read())
     with contextlib.closing(sqlite3.connect(restored)) as conn:
         assert conn.execute("SELECT name FROM products").fetchall() == [("Lamp in the WAL",)]
+
+
+def test_backup_without_pg_dump_on_path_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    shop = Installation(tmp_path, "postgresql+asyncpg://mercato@127.0.0.1:1/mercato")
+    shop.env["PATH"] = str(tmp_path / "empty-bin")
+    archive = tmp_path / "nightly.tar.gz"
+
+    result = shop.run("backup", str(archive))
+
+    assert result.exit_code == 1
+    assert "pg_dump was not found on PATH; install the PostgreSQL client tools" in result.stderr
+    assert not archive.exists()
+    assert list(archive.parent.glob(".mercato-backup-*")) == []
+
+
+def test_backup_of_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    shop = Installation(tmp_path, "postgresql+asyncpg://mercato:hunter2-password@127.0.0.1:1/mercato")
+
+    result = shop.run("backup", str(tmp_path / "nightly.tar.gz"))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("cannot read the database postgresql+asyncpg://mercato:***@127.0.0.1:1/mercato")
+    assert "hunter2" not in result.output
+    assert "Traceback" not in result.output

@@ -186,6 +186,18 @@ async def _inspect(url: str) -> tuple[str | None, bool]:
         await engine.dispose()
 
 
+def _read_database(settings: Settings) -> tuple[str | None, bool]:
+    """:func:`_inspect` of the configured database.
+
+    Raises:
+        BackupError: the database cannot be reached or read (the message names it, without its password).
+    """
+    try:
+        return asyncio.run(_inspect(settings.database_url))
+    except Exception as exc:
+        raise BackupError(f"cannot read the database {_describe(settings)}: {exc}") from exc
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -238,8 +250,9 @@ def create_backup(settings: Settings, path: Path | None = None, *, now: datetime
                 revision = row[0] if row else None
         else:
             dsn, env = _libpq(settings)
-            revision, _ = asyncio.run(_inspect(settings.database_url))
-            _run([_postgres_tool("pg_dump"), "--format=custom", f"--file={dump}", f"--dbname={dsn}"], env)
+            pg_dump = _postgres_tool("pg_dump")
+            revision, _ = _read_database(settings)
+            _run([pg_dump, "--format=custom", f"--file={dump}", f"--dbname={dsn}"], env)
         media = _media_root(settings)
         media_files = sorted(p for p in media.rglob("*") if p.is_file()) if media and media.is_dir() else []
         manifest = Manifest(
@@ -336,6 +349,7 @@ def restore_backup(settings: Settings, path: Path, *, replace: bool = False) -> 
     from mercato.db import migrate
 
     kind = database_kind(settings)
+    restore = _postgres_tool("pg_restore") if kind == "postgresql" else ""
     archive, manifest = _open(path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with archive, tempfile.TemporaryDirectory(prefix=".mercato-restore-", dir=settings.data_dir) as work:
@@ -362,16 +376,15 @@ def restore_backup(settings: Settings, path: Path, *, replace: bool = False) -> 
         if kind == "sqlite":
             target = sqlite_path(settings)
             _check_sqlite_copy(dump, path)
-            has_data = target.exists() and asyncio.run(_inspect(settings.database_url))[1]
+            has_data = target.exists() and _read_database(settings)[1]
         else:
-            has_data = asyncio.run(_inspect(settings.database_url))[1]
+            has_data = _read_database(settings)[1]
         if has_data and not replace:
             raise NotEmpty(f"the database {_describe(settings)} is not empty; pass --yes to replace its content")
         if kind == "sqlite":
             _replace_sqlite(dump, target)
         else:
             dsn, env = _libpq(settings)
-            restore = _postgres_tool("pg_restore")
             options = ["--clean", "--if-exists", "--no-owner", "--single-transaction"]
             _run([restore, *options, f"--dbname={dsn}", str(dump)], env)
         media = _media_root(settings)
