@@ -14,6 +14,8 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -382,3 +384,33 @@ def test_backup_of_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> N
     assert result.stderr.startswith("cannot read the database postgresql+asyncpg://mercato:***@127.0.0.1:1/mercato")
     assert "hunter2" not in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.backends("sqlite")
+def test_restore_refuses_while_another_process_has_the_sqlite_database_open(installations: Any) -> None:
+    shop = installations("shop")
+    data = stocked(shop)
+    archive = backed_up(shop, str(shop.root / "nightly.tar.gz"))
+    wipe(shop, data)
+    db = shop.url.split(":///", 1)[1]
+    holder = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT 1 FROM products').fetchall()"
+    server = subprocess.Popen(
+        [sys.executable, "-c", holder + "; print('open', flush=True); sys.stdin.read()", db],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline() == "open\n"
+
+        result = shop.run("restore", str(archive), "--yes")
+    finally:
+        server.communicate("", timeout=30)
+
+    assert result.exit_code == 1
+    assert "is open in another process" in result.stderr
+    assert product_and_login(shop, data["product"]) == (404, [], 200)
+    assert not data["file"].exists()
+    assert shop.run("restore", str(archive), "--yes").exit_code == 0  # once it is closed
+    assert product_and_login(shop, data["product"])[0] == 200

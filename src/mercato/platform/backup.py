@@ -343,8 +343,8 @@ def restore_backup(settings: Settings, path: Path, *, replace: bool = False) -> 
     Raises:
         NotEmpty: the target holds data and ``replace`` is false; nothing was changed.
         BackupError: a corrupt or foreign archive (checksum, members, manifest), another database kind, an
-            Alembic revision this code does not know (a newer release's backup), pg_restore missing or failing;
-            the database was not changed.
+            Alembic revision this code does not know (a newer release's backup), a SQLite database another
+            process has open, pg_restore missing or failing; the database was not changed.
     """
     from mercato.db import migrate
 
@@ -376,6 +376,11 @@ def restore_backup(settings: Settings, path: Path, *, replace: bool = False) -> 
         if kind == "sqlite":
             target = sqlite_path(settings)
             _check_sqlite_copy(dump, path)
+            if _sqlite_in_use(target):
+                raise BackupError(
+                    f"the database {target} is open in another process (a running mercato serve or worker?); "
+                    "stop every Mercato process, then restore"
+                )
             has_data = target.exists() and _read_database(settings)[1]
         else:
             has_data = _read_database(settings)[1]
@@ -408,6 +413,34 @@ def _check_sqlite_copy(dump: Path, archive: Path) -> None:
         raise BackupError(f"{archive} is corrupt: its database does not open ({exc})") from exc
     if result is None or result[0] != "ok":
         raise BackupError(f"{archive} is corrupt: the database fails SQLite's integrity check")
+
+
+#: the "DMS" byte of a WAL database's -shm file (SQLite's unix VFS: 120 + 8 lock bytes): every connection holds a
+#: shared lock on it for as long as it is open
+_SHM_DMS_BYTE = 128
+
+
+def _sqlite_in_use(target: Path) -> bool:
+    """Whether another process has the WAL database ``target`` open (it holds a shared lock on the ``-shm``
+    file's DMS byte). POSIX only; ``False`` where ``fcntl`` is missing or there is no ``-shm`` file. Call it
+    while this process has no connection to ``target``: POSIX locks are per process."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        fd = os.open(target.with_name(target.name + "-shm"), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _SHM_DMS_BYTE)
+        except OSError:
+            return True
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, _SHM_DMS_BYTE)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _replace_sqlite(copy: Path, target: Path) -> None:
