@@ -414,3 +414,26 @@ def test_restore_refuses_while_another_process_has_the_sqlite_database_open(inst
     assert not data["file"].exists()
     assert shop.run("restore", str(archive), "--yes").exit_code == 0  # once it is closed
     assert product_and_login(shop, data["product"])[0] == 200
+
+
+@pytest.mark.backends("postgres")
+def test_restoring_a_backup_that_lacks_tables_of_the_database_is_refused_and_changes_nothing(
+    installations: Any,
+) -> None:
+    scripts = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    before_payments = scripts.get_revision("fc86ff023386").down_revision  # the payments tables come after it
+    assert isinstance(before_payments, str)
+    old = installations("old")
+    old.data_dir.mkdir(parents=True)
+    asyncio.run(migrate.upgrade(old.url, before_payments))
+    archive = backed_up(old, str(old.root / "old.tar.gz"))
+    shop = installations("shop")
+    data = stocked(shop)
+
+    result = shop.run("restore", str(archive), "--yes")
+
+    assert result.exit_code == 1
+    assert "tables this backup does not have" in result.stderr
+    assert "payments" in result.stderr
+    assert product_and_login(shop, data["product"]) == (200, [data["image"]["url"]], 200)
+    assert data["file"].read_bytes() == data["bytes"]

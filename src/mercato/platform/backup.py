@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -344,7 +345,8 @@ def restore_backup(settings: Settings, path: Path, *, replace: bool = False) -> 
         NotEmpty: the target holds data and ``replace`` is false; nothing was changed.
         BackupError: a corrupt or foreign archive (checksum, members, manifest), another database kind, an
             Alembic revision this code does not know (a newer release's backup), a SQLite database another
-            process has open, pg_restore missing or failing; the database was not changed.
+            process has open, a PostgreSQL database with tables the backup lacks, pg_restore missing or failing;
+            the database was not changed.
     """
     from mercato.db import migrate
 
@@ -386,6 +388,8 @@ def restore_backup(settings: Settings, path: Path, *, replace: bool = False) -> 
             has_data = _read_database(settings)[1]
         if has_data and not replace:
             raise NotEmpty(f"the database {_describe(settings)} is not empty; pass --yes to replace its content")
+        if kind == "postgresql":
+            _check_no_extra_tables(settings, restore, dump)
         if kind == "sqlite":
             _replace_sqlite(dump, target)
         else:
@@ -418,6 +422,38 @@ def _check_sqlite_copy(dump: Path, archive: Path) -> None:
 #: the "DMS" byte of a WAL database's -shm file (SQLite's unix VFS: 120 + 8 lock bytes): every connection holds a
 #: shared lock on it for as long as it is open
 _SHM_DMS_BYTE = 128
+
+
+def _check_no_extra_tables(settings: Settings, pg_restore: str, dump: Path) -> None:
+    """Refuse a PostgreSQL restore into a database holding tables the dump lacks (a backup from a release before
+    those tables, restored over a newer schema): ``pg_restore --clean`` drops only what the dump holds, so those
+    tables would stay, and their foreign keys make the restore fail (or the later migration that creates them).
+
+    Raises:
+        BackupError: naming the extra tables and what to do instead.
+    """
+    listing = subprocess.run(  # noqa: S603 - no shell
+        [pg_restore, "--list", str(dump)], capture_output=True, text=True, check=False
+    )
+    if listing.returncode != 0:
+        raise BackupError(f"pg_restore cannot read the archive's dump: {listing.stderr.strip()}")
+    dumped = set(re.findall(r"^\d+; \d+ \d+ TABLE public (\S+) ", listing.stdout, flags=re.MULTILINE))
+
+    async def tables() -> set[str]:
+        engine = create_async_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                names: list[str] = await conn.run_sync(lambda sync: inspect(sync).get_table_names(schema="public"))
+                return set(names)
+        finally:
+            await engine.dispose()
+
+    extra = sorted(asyncio.run(tables()) - dumped)
+    if extra:
+        raise BackupError(
+            f"the database {_describe(settings)} has tables this backup does not have ({', '.join(extra)}): it "
+            "comes from an older release; restore it into a new, empty database (createdb), which is then migrated"
+        )
 
 
 def _sqlite_in_use(target: Path) -> bool:
