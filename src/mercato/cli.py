@@ -1,4 +1,4 @@
-"""The ``mercato`` command: serve, migrate, worker, create-admin, check, version, seed, import."""
+"""The ``mercato`` command: serve, migrate, worker, create-admin, check, version, seed, import, backup, restore."""
 
 from __future__ import annotations
 
@@ -217,6 +217,61 @@ def seed(
 
         if asyncio.run(generate()):
             raise typer.Exit(1)
+
+
+@app.command()
+def backup(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Archive to write (default: <data dir>/backups/mercato-<UTC time>.tar.gz)."),
+    ] = None,
+) -> None:
+    """Back up the database and the uploaded media into one .tar.gz archive (mode 0600); safe while serving.
+
+    SQLite is copied with SQLite's online backup API; PostgreSQL with pg_dump --format=custom (pg_dump on PATH).
+
+    The archive also holds <data dir>/media and a manifest.json (version, Alembic revision, database, UTC time).
+    Prints the archive's path and size.
+    """
+    from mercato.platform.backup import BackupError, create_backup
+
+    settings = _settings()
+    try:
+        written = create_backup(settings, path)
+    except BackupError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{written} ({written.stat().st_size} bytes)")
+
+
+@app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A backup archive.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Replace a database that holds data.")] = False,
+) -> None:
+    """Restore a `mercato backup` archive: the database and the uploaded media. Stop every Mercato process first.
+
+    SQLite: the database file is replaced atomically; no server may run meanwhile (it would keep the old file).
+
+    PostgreSQL: pg_restore --clean --if-exists into the configured database (pg_restore must be on PATH).
+
+    A database that holds data is replaced only with --yes. An archive from a newer release is refused; one from
+    an older release is migrated afterwards.
+    """
+    from mercato.platform.backup import BackupError, restore_backup
+
+    settings = _settings()
+    _prepare_sqlite_dir(settings)
+    try:
+        result = restore_backup(settings, path, replace=yes)
+    except BackupError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+    manifest = result.manifest
+    typer.echo(
+        f"restored the {manifest.database} backup of {manifest.created_at} (Mercato {manifest.mercato_version}, "
+        f"{manifest.media_files} media files)" + ("; migrated to this release's schema" if result.migrated else "")
+    )
 
 
 import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
