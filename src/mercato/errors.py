@@ -83,11 +83,13 @@ class RateLimited(DomainError):
 
 
 class ServiceUnavailable(DomainError):
-    """A dependency (database, Redis, a gateway) did not answer."""
+    """A dependency (database, Redis, a gateway) did not answer; the client may retry after ``retry_after``
+    whole seconds (the ``Retry-After`` header, RFC 9110 §10.2.3)."""
 
     status = 503
     code = "service-unavailable"
     title = "Service unavailable"
+    retry_after = 5
 
 
 class PreconditionFailed(DomainError):

@@ -639,6 +639,7 @@ async def test_a_gateway_timeout_answers_503_and_leaves_the_order_payable(
         await slow.close()
 
     assert timed_out.status_code == 503 and timed_out.json()["type"].endswith("/service-unavailable")
+    assert timed_out.headers["retry-after"] == "5"  # RFC 9110 §10.2.3: when to try again
     row = await order_row(services, order["id"])
     assert (row.status, row.payment_status) == ("pending", "unpaid") and await stock(services, pid) == (5, 2)
     assert await count(services, LedgerEntry) == 0  # the cancelled call charged nothing

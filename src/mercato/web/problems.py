@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mercato.errors import DomainError, RateLimited
+from mercato.errors import DomainError, RateLimited, ServiceUnavailable
 
 PROBLEM_BASE = "https://mercato.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -76,7 +76,7 @@ def problem_response(
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited | ServiceUnavailable) else None
     return problem_response(request, exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
 
