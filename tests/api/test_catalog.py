@@ -394,6 +394,46 @@ async def test_bulk_is_all_or_nothing(client: httpx.AsyncClient, admin: dict[str
     assert too_many.status_code == 422
 
 
+@pytest.mark.parametrize("field", ["tags", "attributes", "specifications"])
+async def test_null_json_fields_are_422_in_bulk_and_patch(
+    client: httpx.AsyncClient, admin: dict[str, str], field: str
+) -> None:
+    product = await create(client, admin, name="Lamp", tags=["desk"], attributes={"colour": "red"})
+    before = (await client.get(f"{P}/{product['id']}")).json()
+    bulk = await client.post(
+        f"{P}/bulk", headers=admin, json={"operations": [{"op": "update", "id": product["id"], "data": {field: None}}]}
+    )
+    assert bulk.status_code == 422, bulk.text
+    [error] = bulk.json()["errors"]
+    assert error["index"] == 0 and error["status"] == 422 and field in error["detail"]
+    patched = await client.patch(f"{P}/{product['id']}", json={field: None}, headers=admin)
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["errors"][0]["loc"] == ["body", field]
+    after = await client.get(f"{P}/{product['id']}")
+    assert after.status_code == 200 and after.json() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"attributes": {f"a{i}": i for i in range(51)}},
+        {"attributes": {"k" * 101: 1}},
+        {"specifications": {f"s{i}": i for i in range(101)}},
+        {"specifications": {"k" * 101: 1}},
+    ],
+)
+async def test_update_limits_attributes_and_specifications_as_create_does(
+    client: httpx.AsyncClient, admin: dict[str, str], body: dict[str, Any]
+) -> None:
+    product = await create(client, admin, name="Desk")
+    field = next(iter(body))
+    created = await client.post(P, json={"name": "Other", "price": "1.00", **body}, headers=admin)
+    patched = await client.patch(f"{P}/{product['id']}", json=body, headers=admin)
+    assert created.status_code == patched.status_code == 422, patched.text
+    assert patched.json()["errors"][0]["loc"][:2] == ["body", field]
+    assert (await client.get(f"{P}/{product['id']}")).json()[field] == {}
+
+
 async def test_category_tree_moves_and_deletion(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, field_serializer
+from pydantic import AfterValidator, ConfigDict, Field, field_serializer, field_validator
 from pydantic_core import to_json
 
 from mercato.catalog.models import ProductStatus
@@ -39,6 +39,10 @@ Slug = Annotated[
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Stock = Annotated[int, Field(ge=0, le=10_000_000)]
+#: A product's ``attributes``: at most 50 keys of at most 100 characters (create and update alike).
+Attributes = Annotated[dict[Annotated[str, Field(max_length=100)], Any], Field(max_length=50)]
+#: A product's ``specifications``: at most 100 keys of at most 100 characters (create and update alike).
+Specifications = Annotated[dict[Annotated[str, Field(max_length=100)], Any], Field(max_length=100)]
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -127,8 +131,8 @@ class ProductCreate(RequestModel):
     category_id: uuid.UUID | None = None
     brand: Annotated[str, Field(min_length=1, max_length=120)] | None = None
     status: ProductStatus = ProductStatus.draft
-    attributes: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict, max_length=50)
-    specifications: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict, max_length=100)
+    attributes: Attributes = Field(default_factory=dict)
+    specifications: Specifications = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     weight_grams: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     stock: Stock = 0
@@ -152,12 +156,21 @@ class ProductUpdate(RequestModel):
     category_id: uuid.UUID | None = None
     brand: Annotated[str, Field(min_length=1, max_length=120)] | None = None
     status: ProductStatus | None = None
-    attributes: dict[str, Any] | None = None
-    specifications: dict[str, Any] | None = None
+    attributes: Attributes | None = None
+    specifications: Specifications | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     weight_grams: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     stock: Stock | None = None
     reorder_point: Stock | None = None
+
+    @field_validator("attributes", "specifications", "tags")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        """Leaving these out keeps their value; an explicit ``null`` is refused (422 naming the field): the
+        columns hold an object or a list, never JSON null."""
+        if value is None:
+            raise ValueError("cannot be null; send {} or [] to empty it")
+        return value
 
 
 class ImageRead(ResponseModel):
