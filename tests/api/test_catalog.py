@@ -463,6 +463,15 @@ async def test_category_tree_moves_and_deletion(
     assert [p["id"] for p in in_other.json()["data"]] == [product["id"]]
 
 
+async def test_category_position_null_is_422(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    created = await client.post("/api/v1/categories", json={"name": "Lamps", "position": 3}, headers=admin)
+    category_id = created.json()["id"]
+    response = await client.patch(f"/api/v1/categories/{category_id}", json={"position": None}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "position"]
+    assert (await client.get(f"/api/v1/categories/{category_id}")).json()["position"] == 3
+
+
 async def test_attributes_and_values(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     created = await client.post("/api/v1/attributes", headers=admin, json={"name": "Size", "values": ["S", "M"]})
     assert created.status_code == 201

@@ -447,6 +447,14 @@ class CategoryUpdate(RequestModel):
     image_url: Annotated[str, Field(max_length=1000)] | None = None
     position: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
 
+    @field_validator("position")
+    @classmethod
+    def _position_not_null(cls, value: int | None) -> int:
+        """Leaving ``position`` out keeps it; an explicit ``null`` is refused (422 naming the field)."""
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
 
 class CategoryRead(ResponseModel):
     """A category; ``children`` is filled only for ``?tree=true``."""
