@@ -334,6 +334,22 @@ async def test_soft_delete_and_restore(client: httpx.AsyncClient, admin: dict[st
     assert await count(services, Product) == 1
 
 
+async def test_a_product_restored_after_its_category_was_deleted_has_no_category(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    lamps = await category(client, admin, "Lamps")
+    product = await create(client, admin, name="Desk Lamp", category_id=lamps)
+    assert (await client.delete(f"{P}/{product['id']}", headers=admin)).status_code == 204
+    assert (await client.delete(f"/api/v1/categories/{lamps}", headers=admin)).status_code == 204  # no live products
+    restored = await client.post(f"{P}/{product['id']}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert (restored.json()["category_id"], restored.json()["category"]) == (None, None)
+    shown = await client.get(f"{P}/{product['id']}")
+    assert shown.status_code == 200 and shown.json()["category_id"] is None
+    assert await count(services, Product, Product.category_id.is_not(None)) == 0
+    assert (await client.get(f"/api/v1/categories/{lamps}")).status_code == 404  # the category stays deleted
+
+
 async def test_variants_crud(client: httpx.AsyncClient, admin: dict[str, str], services: Services) -> None:
     product = await create(client, admin, name="Hoodie", price="40.00", variants=[{"sku": "H-S", "name": "S"}])
     added = await client.post(

@@ -371,15 +371,23 @@ async def delete_product(session: AsyncSession, principal: Principal, id_or_slug
 async def restore_product(session: AsyncSession, id_or_slug: str) -> Product:
     """Bring back a soft-deleted product (admin).
 
+    A product whose category was deleted meanwhile comes back without a category (``category_id`` null), as a
+    restored category whose parent is deleted comes back as a root (API.md: a live product is never in a deleted
+    category; deleting one with products needs ``reassign_to``). The audit entry names the category it left.
+
     Raises:
         ProductNotFound: no deleted product with that id or slug.
     """
     product = await repository.product(session, id_or_slug, deleted=True)
     if product is None:
         raise ProductNotFound(f"No deleted product {id_or_slug!r}.")
+    details: dict[str, Any] = {"name": product.name}
+    if product.category_id is not None and await repository.category(session, product.category_id) is None:
+        details["category_cleared"] = str(product.category_id)
+        product.category_id = None
     product.deleted_at = None
     product.updated_at = clock.now()
-    audit_service.record(session, "product.restored", "product", product.id, {"name": product.name})
+    audit_service.record(session, "product.restored", "product", product.id, details)
     await search.reindex(session, [product.id])
     cache.invalidate_after_commit(session)
     return await repository.reload(session, product)
