@@ -135,6 +135,33 @@ async def test_duplicate_sku_and_slug_are_409(
     assert second["slug"] == "mug-2"
 
 
+async def test_concurrent_creations_with_one_sku_or_slug_are_one_201_and_one_409(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Both pass the uniqueness check before either inserts: on PostgreSQL the second insert meets the unique
+    constraint, which is the same 409 as the check (it was a 500)."""
+    bodies = [
+        (P, {"name": "Twin A", "price": "1.00", "sku": "TWIN-1"}),
+        (P, {"name": "Twin B", "price": "1.00", "slug": "twin"}),
+        (P, {"name": "Twin C", "price": "1.00", "variants": [{"sku": "TWIN-V", "name": "S"}]}),
+        ("/api/v1/categories", {"name": "Twins", "slug": "twins"}),
+    ]
+    for path, body in bodies:
+        responses = await asyncio.gather(*(client.post(path, json=body, headers=admin) for _ in range(2)))
+        assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+        loser = next(r for r in responses if r.status_code == 409)
+        assert loser.json()["type"] == "https://mercato.dev/problems/conflict"
+    assert await count(services, Product) == 3
+    assert await count(services, ProductVariant) == 1
+    assert await count(services, InventoryItem) == 3
+    assert await count(services, Category) == 1
+    # a slug made from the name is made again when a concurrent creation took it: both are created
+    for path, body in [(P, {"name": "Same Name", "price": "1.00"}), ("/api/v1/categories", {"name": "Same Name"})]:
+        responses = await asyncio.gather(*(client.post(path, json=body, headers=admin) for _ in range(2)))
+        assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
+        assert sorted(r.json()["slug"] for r in responses) == ["same-name", "same-name-2"]
+
+
 async def test_customers_cannot_write_products(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

@@ -24,6 +24,8 @@ from mercato.db.queries import Paged
 from mercato.errors import NotFound, ValidationFailed
 from mercato.platform import clock
 
+_INSERT_ATTEMPTS = 3  # a generated slug taken by concurrent creations is made again this many times at most
+
 
 async def tree(session: AsyncSession) -> list[CategoryRead]:
     """The live categories nested under their parents (``children`` filled), roots first by position."""
@@ -59,7 +61,8 @@ async def get(session: AsyncSession, id_or_slug: str) -> Category:
 
 
 async def create(session: AsyncSession, body: CategoryCreate) -> Category:
-    """Create a category.
+    """Create a category. A slug made from the name that a concurrent creation takes first is made again
+    (``-2``...); a given slug taken that way is a 409 like one taken before.
 
     Raises:
         UnknownCategory-like ValidationFailed (``parent_id`` unknown), DuplicateValue (slug taken).
@@ -81,8 +84,14 @@ async def create(session: AsyncSession, body: CategoryCreate) -> Category:
         created_at=now,
         updated_at=now,
     )
-    session.add(category)
-    await session.flush()
+    for _ in range(_INSERT_ATTEMPTS):
+        if await repository.insert_unique(session, category):
+            break
+        if body.slug is not None:
+            raise DuplicateValue(f"The slug {slug!r} is already used.")
+        category.slug = await _free_slug(session, body.name)
+    else:
+        raise DuplicateValue("The generated slug was taken by concurrent creations; try again.")
     cache.invalidate_after_commit(session)
     return category
 

@@ -41,6 +41,7 @@ from mercato.platform import clock
 from mercato.platform.context import services_of
 
 MAX_BULK = 500
+_INSERT_ATTEMPTS = 3  # a generated slug taken by concurrent creations is made again this many times at most
 
 # --- reading --------------------------------------------------------------------------------------------------
 
@@ -232,6 +233,9 @@ async def category_filter(session: AsyncSession, category_id: str | None) -> set
 async def create_product(session: AsyncSession, principal: Principal, body: ProductCreate) -> Product:
     """Create a product with its variants and stock rows.
 
+    A slug made from the name that a concurrent creation takes first is made again (``-2``...); a SKU or a given
+    slug taken that way is a 409 like one taken before.
+
     Raises:
         Forbidden: the caller may not manage products.
         UnknownCategory: ``category_id`` names no live category (422, field ``category_id``).
@@ -269,9 +273,17 @@ async def create_product(session: AsyncSession, principal: Principal, body: Prod
         variants=[],
         images=[],
     )
-    session.add(product)
     variants = [_new_variant(product, spec, position) for position, spec in enumerate(body.variants)]
-    await session.flush()  # rows exist before their stock rows reference them
+    # rows exist before their stock rows reference them
+    for _ in range(_INSERT_ATTEMPTS):
+        if await repository.insert_unique(session, product):
+            break
+        await _check_skus(session, skus)  # a concurrent creation took them: the 409 names them
+        if body.slug is not None:
+            raise DuplicateValue(f"The slug {body.slug!r} is already used.")
+        product.slug = await _free_slug(session, body.name)
+    else:
+        raise DuplicateValue("The generated slug was taken by concurrent creations; try again.")
     for variant, spec in zip(variants, body.variants, strict=True):
         _stock_row(session, product, variant, spec)
     if not body.variants:
