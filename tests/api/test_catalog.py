@@ -515,6 +515,66 @@ async def test_category_position_null_is_422(client: httpx.AsyncClient, admin: d
     assert (await client.get(f"/api/v1/categories/{category_id}")).json()["position"] == 3
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/api/v1/categories", {"name": "Lamps", "slug": "a" * 201}, ["body", "slug"]),
+        ("/api/v1/attributes", {"name": "Size", "slug": "a" * 101}, ["body", "slug"]),
+        (P, {"name": "Tee", "price": "1.00", "variants": [{"sku": "T-1", "name": "v" * 201}]}, ["body", "variants", 0]),
+    ],
+)
+async def test_texts_longer_than_their_columns_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, path: str, body: dict, loc: list
+) -> None:
+    response = await client.post(path, json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][: len(loc)] == loc
+    assert await count(services, Category) == await count(services, Product) == 0
+
+
+async def test_variant_and_category_updates_longer_than_their_columns_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    product = await create(client, admin, name="Tee", variants=[{"sku": "T-1", "name": "S"}])
+    variant_id = product["variants"][0]["id"]
+    lamps = await category(client, admin, "Lamps")
+    renamed = await client.put(f"{P}/{product['id']}/variants/{variant_id}", json={"name": "v" * 201}, headers=admin)
+    added = await client.post(f"{P}/{product['id']}/variants", json={"sku": "T-2", "name": "v" * 201}, headers=admin)
+    moved = await client.patch(f"/api/v1/categories/{lamps}", json={"slug": "a" * 201}, headers=admin)
+    assert [r.status_code for r in (renamed, added, moved)] == [422, 422, 422]
+    assert [r.json()["errors"][0]["loc"] for r in (renamed, added, moved)] == [
+        ["body", "name"],
+        ["body", "name"],
+        ["body", "slug"],
+    ]
+    assert [v["name"] for v in (await client.get(f"{P}/{product['id']}")).json()["variants"]] == ["S"]
+    assert (await client.get(f"/api/v1/categories/{lamps}")).json()["slug"] == "lamps"
+
+
+async def test_generated_slugs_fit_their_columns(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """Made from the longest names (with "-2" for a taken one), and from ligatures that NFKD makes three
+    letters each ("\ufb03" is "ffi"): never longer than the column (200 for categories and attribute values,
+    100 for attributes); PostgreSQL refused them with a 500."""
+    slugs = []
+    for _ in range(2):
+        response = await client.post("/api/v1/categories", json={"name": "a" * 200}, headers=admin)
+        assert response.status_code == 201, response.text
+        slugs.append(response.json()["slug"])
+    assert len(set(slugs)) == 2 and max(len(slug) for slug in slugs) <= 200
+    assert slugs[1].endswith("-2")
+    attribute = await client.post(
+        "/api/v1/attributes", json={"name": "\ufb03" * 100, "values": ["\ufb03" * 200]}, headers=admin
+    )
+    assert attribute.status_code == 201, attribute.text
+    assert 0 < len(attribute.json()["slug"]) <= 100
+    assert 0 < len(attribute.json()["values"][0]["slug"]) <= 200
+    added = await client.post(
+        f"/api/v1/attributes/{attribute.json()['id']}/values", json={"value": "\ufb04" * 200}, headers=admin
+    )
+    assert added.status_code == 201, added.text
+    assert 0 < len(added.json()["values"][1]["slug"]) <= 200
+
+
 async def test_attributes_and_values(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     created = await client.post("/api/v1/attributes", headers=admin, json={"name": "Size", "values": ["S", "M"]})
     assert created.status_code == 201

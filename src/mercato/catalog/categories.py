@@ -24,6 +24,8 @@ from mercato.db.queries import Paged
 from mercato.errors import NotFound, ValidationFailed
 from mercato.platform import clock
 
+#: Lengths of the slug columns (``categories.slug``, ``attributes.slug``, ``attribute_values.slug``).
+CATEGORY_SLUG_LENGTH, ATTRIBUTE_SLUG_LENGTH, VALUE_SLUG_LENGTH = 200, 100, 200
 _INSERT_ATTEMPTS = 3  # a generated slug taken by concurrent creations is made again this many times at most
 
 
@@ -180,7 +182,8 @@ async def restore(session: AsyncSession, id_or_slug: str) -> Category:
 
 
 async def _free_slug(session: AsyncSession, name: str) -> str:
-    base = rules.slugify(name)
+    """A slug made from ``name`` that no category uses, cut so that it fits its column with a ``-n`` suffix."""
+    base = rules.slugify(name, max_length=CATEGORY_SLUG_LENGTH - rules.SUFFIX_ROOM)
     taken = await repository.slugs_like(session, Category, base)
     n = 2
     slug = base
@@ -206,7 +209,7 @@ async def create_attribute(session: AsyncSession, body: AttributeCreate) -> Attr
     Raises:
         DuplicateValue: the slug is taken, or a value repeats.
     """
-    slug = body.slug or rules.slugify(body.name)
+    slug = body.slug or rules.slugify(body.name, max_length=ATTRIBUTE_SLUG_LENGTH)
 
     if await repository.attribute_by_slug(session, slug) is not None:
         raise DuplicateValue(f"An attribute {slug!r} already exists.")
@@ -256,7 +259,7 @@ def _value(attribute_id: uuid.UUID, value: str, position: int) -> AttributeValue
         id=clock.new_id(),
         attribute_id=attribute_id,
         value=value,
-        slug=rules.slugify(value),
+        slug=rules.slugify(value, max_length=VALUE_SLUG_LENGTH),
         position=position,
     )
 

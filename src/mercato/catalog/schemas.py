@@ -31,12 +31,15 @@ def _not_reserved(value: str) -> str:
     return value
 
 
-Slug = Annotated[
-    str,
-    Field(min_length=1, max_length=300, pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$"),
-    AfterValidator(_not_reserved),
+_SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+# Each text is at most as long as its database column (PostgreSQL refuses a longer one; SQLite would keep it).
+Slug = Annotated[str, Field(min_length=1, max_length=300, pattern=_SLUG_PATTERN), AfterValidator(_not_reserved)]
+CategorySlug = Annotated[str, Field(min_length=1, max_length=200, pattern=_SLUG_PATTERN), AfterValidator(_not_reserved)]
+AttributeSlug = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=_SLUG_PATTERN), AfterValidator(_not_reserved)
 ]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
+VariantName = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Stock = Annotated[int, Field(ge=0, le=10_000_000)]
 #: A product's ``attributes``: at most 50 keys of at most 100 characters (create and update alike).
@@ -67,7 +70,7 @@ class VariantCreate(RequestModel):
     )
 
     sku: Sku
-    name: Name
+    name: VariantName
     options: dict[Annotated[str, Field(max_length=50)], Annotated[str, Field(max_length=100)]] = Field(
         default_factory=dict, max_length=20
     )
@@ -85,7 +88,7 @@ class VariantUpdate(RequestModel):
     )
 
     sku: Sku | None = None
-    name: Name | None = None
+    name: VariantName | None = None
     options: dict[str, str] | None = None
     price_modifier: Modifier | None = None
     stock: Stock | None = None
@@ -426,7 +429,7 @@ class CategoryCreate(RequestModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    slug: Slug | None = None
+    slug: CategorySlug | None = None
     description: Annotated[str, Field(max_length=5000)] | None = None
     parent_id: uuid.UUID | None = None
     image_url: Annotated[str, Field(max_length=1000)] | None = None
@@ -441,7 +444,7 @@ class CategoryUpdate(RequestModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    slug: Slug | None = None
+    slug: CategorySlug | None = None
     description: Annotated[str, Field(max_length=5000)] | None = None
     parent_id: uuid.UUID | None = None
     image_url: Annotated[str, Field(max_length=1000)] | None = None
@@ -493,7 +496,7 @@ class AttributeCreate(RequestModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    slug: Slug | None = None
+    slug: AttributeSlug | None = None
     values: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=500)
 
 
