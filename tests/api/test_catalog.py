@@ -162,6 +162,27 @@ async def test_concurrent_creations_with_one_sku_or_slug_are_one_201_and_one_409
         assert sorted(r.json()["slug"] for r in responses) == ["same-name", "same-name-2"]
 
 
+async def test_concurrent_changes_to_one_sku_or_slug_are_one_200_and_one_409(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Two products (two categories) given the same new SKU or slug at once: the unique constraint refuses the
+    second on PostgreSQL, the same 409 as the check (it was a 500); the loser keeps its values."""
+    first, second = await create(client, admin, name="Left", sku="L-1"), await create(client, admin, name="Right")
+    left, right = await category(client, admin, "Left"), await category(client, admin, "Right")
+    cases = [
+        ([f"{P}/{first['id']}", f"{P}/{second['id']}"], {"sku": "SAME-1"}),
+        ([f"{P}/{first['id']}", f"{P}/{second['id']}"], {"slug": "same"}),
+        ([f"/api/v1/categories/{left}", f"/api/v1/categories/{right}"], {"slug": "same"}),
+    ]
+    for paths, body in cases:
+        responses = await asyncio.gather(*(client.patch(path, json=body, headers=admin) for path in paths))
+        assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+        assert next(r for r in responses if r.status_code == 409).json()["type"].endswith("/conflict")
+        [(field, value)] = body.items()
+        shown = [(await client.get(path)).json()[field] for path in paths]
+        assert shown.count(value) == 1  # the winner has it, the loser kept its own
+
+
 async def test_customers_cannot_write_products(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

@@ -102,7 +102,8 @@ async def update(session: AsyncSession, id_or_slug: str, body: CategoryUpdate) -
     """Partially update a category; a new ``parent_id`` may not be the category or one of its descendants.
 
     Raises:
-        CategoryNotFound, ValidationFailed (unknown parent), CategoryCycle (409), DuplicateValue (slug).
+        CategoryNotFound, ValidationFailed (unknown parent), CategoryCycle (409), DuplicateValue (slug taken,
+        also when a concurrent change took it after the check).
     """
     category = await get(session, id_or_slug)
     changes = body.model_dump(exclude_unset=True)
@@ -116,12 +117,9 @@ async def update(session: AsyncSession, id_or_slug: str, body: CategoryUpdate) -
             raise CategoryCycle("A category cannot be moved under itself or one of its descendants.")
     if changes.get("slug") and await repository.slug_taken(session, Category, changes["slug"], exclude=category.id):
         raise DuplicateValue(f"The slug {changes['slug']!r} is already used.")
-    for name, value in changes.items():
-        if name == "slug" and value is None:
-            continue
-        setattr(category, name, value)
-    category.updated_at = clock.now()
-    await session.flush()
+    kept = {name: value for name, value in changes.items() if not (name == "slug" and value is None)}
+    if not await repository.apply_unique(session, category, {**kept, "updated_at": clock.now()}):
+        raise DuplicateValue(f"The slug {changes.get('slug')!r} is already used.")  # taken by a concurrent change
     if "name" in changes:
         await search.reindex_categories(session, [category.id])
     cache.invalidate_after_commit(session)

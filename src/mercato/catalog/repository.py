@@ -309,6 +309,24 @@ async def insert_unique(session: AsyncSession, row: Product | Category) -> bool:
     return True
 
 
+async def apply_unique(session: AsyncSession, row: Product | Category, changes: dict[str, Any]) -> bool:
+    """Set ``changes`` (column name → value) on ``row`` and flush them in a savepoint.
+
+    Returns:
+        False when a unique constraint (slug, SKU) refused them: a concurrent request took the value after this
+        one checked (PostgreSQL). Only the savepoint is rolled back (``row`` is expired, back to its stored
+        values) and the transaction can go on.
+    """
+    try:
+        async with session.begin_nested():
+            for name, value in changes.items():
+                setattr(row, name, value)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
 async def slugs_like(session: AsyncSession, model: type[Product] | type[Category], base: str) -> set[str]:
     """Slugs equal to ``base`` or ``base-<n>``."""
     rows = await session.execute(select(model.slug).where(or_(model.slug == base, model.slug.like(f"{base}-%"))))

@@ -334,7 +334,8 @@ async def update_product(session: AsyncSession, principal: Principal, id_or_slug
     """Apply a partial update. ``stock`` sets on-hand units of a product without variants.
 
     Raises:
-        ProductNotFound, Forbidden, UnknownCategory, DuplicateValue, InsufficientStock.
+        ProductNotFound, Forbidden, UnknownCategory, InsufficientStock.
+        DuplicateValue: the SKU or slug is taken, also when a concurrent change took it after the check (409).
     """
     product = await _owned_product(session, principal, id_or_slug)
     changes = body.model_dump(exclude_unset=True)
@@ -349,8 +350,11 @@ async def update_product(session: AsyncSession, principal: Principal, id_or_slug
         raise DuplicateValue(f"The slug {changes['slug']!r} is already used.")
     stock = changes.pop("stock", None)
     reorder_point = changes.pop("reorder_point", None)
-    for name, value in changes.items():
-        setattr(product, name, value)
+    product_id = product.id  # the row is expired if the savepoint below is rolled back
+    if not await repository.apply_unique(session, product, changes):  # a concurrent change took the SKU or slug
+        if changes.get("sku"):
+            await _check_skus(session, [changes["sku"]], exclude_product=product_id)
+        raise DuplicateValue(f"The slug {changes.get('slug')!r} is already used.")
     if stock is not None or reorder_point is not None or "sku" in changes:
         if product.variants and stock is not None:
             raise ValidationFailed("This product has variants; set stock on each variant.", field="stock")
