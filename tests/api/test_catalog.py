@@ -162,6 +162,21 @@ async def test_concurrent_creations_with_one_sku_or_slug_are_one_201_and_one_409
         assert sorted(r.json()["slug"] for r in responses) == ["same-name", "same-name-2"]
 
 
+async def test_concurrent_variants_with_one_sku_are_one_201_and_one_409(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    first, second = await create(client, admin, name="Left"), await create(client, admin, name="Right")
+    responses = await asyncio.gather(
+        *(
+            client.post(f"{P}/{p['id']}/variants", json={"sku": "SAME-V", "name": "S", "stock": 2}, headers=admin)
+            for p in (first, second)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+    assert await count(services, ProductVariant) == 1
+    assert await count(services, InventoryItem, InventoryItem.variant_id.is_not(None)) == 1
+
+
 async def test_concurrent_changes_to_one_sku_or_slug_are_one_200_and_one_409(
     client: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:

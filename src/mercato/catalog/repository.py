@@ -292,7 +292,7 @@ async def slug_taken(
     return (await session.scalar(query.limit(1))) is not None
 
 
-async def insert_unique(session: AsyncSession, row: Product | Category) -> bool:
+async def insert_unique(session: AsyncSession, row: Product | Category | ProductVariant) -> bool:
     """Insert ``row`` (and the variants it cascades to) in a savepoint.
 
     Returns:

@@ -301,7 +301,7 @@ async def create_product(session: AsyncSession, principal: Principal, body: Prod
     return await repository.reload(session, product)
 
 
-def _new_variant(product: Product, spec: VariantCreate, position: int) -> ProductVariant:
+def _new_variant(product: Product, spec: VariantCreate, position: int, *, attach: bool = True) -> ProductVariant:
     now = clock.now()
     variant = ProductVariant(
         id=clock.new_id(),
@@ -315,7 +315,8 @@ def _new_variant(product: Product, spec: VariantCreate, position: int) -> Produc
         created_at=now,
         updated_at=now,
     )
-    product.variants.append(variant)
+    if attach:  # else the caller inserts it (the product's variants are re-read after)
+        product.variants.append(variant)
     return variant
 
 
@@ -419,13 +420,15 @@ async def add_variant(session: AsyncSession, principal: Principal, id_or_slug: s
     """Add a variant (with its stock row) to a product.
 
     Raises:
-        ProductNotFound, Forbidden, DuplicateValue.
+        ProductNotFound, Forbidden.
+        DuplicateValue: the SKU is taken, also when a concurrent request took it after the check (409).
     """
     product = await _owned_product(session, principal, id_or_slug)
     await _check_skus(session, [body.sku])
-    variant = _new_variant(product, body, len(product.variants))
+    variant = _new_variant(product, body, len(product.variants), attach=False)
     product.updated_at = clock.now()
-    await session.flush()
+    if not await repository.insert_unique(session, variant):  # a concurrent request took the SKU
+        raise DuplicateValue(f"SKU already used: {body.sku}.")
     _stock_row(session, product, variant, body)
     await session.flush()
     cache.invalidate_after_commit(session)
