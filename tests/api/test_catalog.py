@@ -162,7 +162,7 @@ async def test_concurrent_creations_with_one_sku_or_slug_are_one_201_and_one_409
         assert sorted(r.json()["slug"] for r in responses) == ["same-name", "same-name-2"]
 
 
-async def test_concurrent_variants_with_one_sku_are_one_201_and_one_409(
+async def test_concurrent_variants_with_one_sku_are_one_success_and_one_409(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
     first, second = await create(client, admin, name="Left"), await create(client, admin, name="Right")
@@ -175,6 +175,17 @@ async def test_concurrent_variants_with_one_sku_are_one_201_and_one_409(
     assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
     assert await count(services, ProductVariant) == 1
     assert await count(services, InventoryItem, InventoryItem.variant_id.is_not(None)) == 1
+    third = await create(client, admin, name="Third", variants=[{"sku": "T-1", "name": "S"}])
+    fourth = await create(client, admin, name="Fourth", variants=[{"sku": "F-1", "name": "S"}])
+    renames = await asyncio.gather(
+        *(
+            client.put(f"{P}/{p['id']}/variants/{p['variants'][0]['id']}", json={"sku": "SAME-W"}, headers=admin)
+            for p in (third, fourth)
+        )
+    )
+    assert sorted(r.status_code for r in renames) == [200, 409], [r.text for r in renames]
+    skus = [(await client.get(f"{P}/{p['id']}")).json()["variants"][0]["sku"] for p in (third, fourth)]
+    assert skus.count("SAME-W") == 1 and set(skus) & {"T-1", "F-1"}
 
 
 async def test_concurrent_changes_to_one_sku_or_slug_are_one_200_and_one_409(

@@ -309,7 +309,9 @@ async def insert_unique(session: AsyncSession, row: Product | Category | Product
     return True
 
 
-async def apply_unique(session: AsyncSession, row: Product | Category, changes: dict[str, Any]) -> bool:
+async def apply_unique(
+    session: AsyncSession, row: Product | Category | ProductVariant, changes: dict[str, Any]
+) -> bool:
     """Set ``changes`` (column name → value) on ``row`` and flush them in a savepoint.
 
     Returns:

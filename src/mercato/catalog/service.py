@@ -438,7 +438,12 @@ async def add_variant(session: AsyncSession, principal: Principal, id_or_slug: s
 async def update_variant(
     session: AsyncSession, principal: Principal, id_or_slug: str, variant_id: uuid.UUID, body: VariantUpdate
 ) -> Product:
-    """Partially update a variant; ``stock`` sets its on-hand units."""
+    """Partially update a variant; ``stock`` sets its on-hand units.
+
+    Raises:
+        ProductNotFound, Forbidden, NotFound (no such variant of the product).
+        DuplicateValue: the SKU is taken, also when a concurrent change took it after the check (409).
+    """
     product = await _owned_product(session, principal, id_or_slug)
     variant = next((v for v in product.variants if v.id == variant_id), None)
     if variant is None:
@@ -447,10 +452,10 @@ async def update_variant(
     if changes.get("sku"):
         await _check_skus(session, [changes["sku"]], exclude_variant=variant.id)
     stock = changes.pop("stock", None)
-    for name, value in changes.items():
-        if value is not None:
-            setattr(variant, name, value)
-    variant.updated_at = product.updated_at = clock.now()
+    product.updated_at = now = clock.now()
+    kept = {name: value for name, value in changes.items() if value is not None}
+    if not await repository.apply_unique(session, variant, {**kept, "updated_at": now}):
+        raise DuplicateValue(f"SKU already used: {changes.get('sku')}.")  # a concurrent change took it
     if stock is not None or "sku" in changes:
         await inventory_service.set_stock(
             session, product_id=product.id, variant_id=variant.id, on_hand=stock, sku=variant.sku
