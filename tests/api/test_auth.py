@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -103,6 +104,24 @@ async def test_duplicate_email_any_case_is_409(client: httpx.AsyncClient, servic
     assert response.status_code == 409
     assert response.json()["type"].endswith("/conflict")
     assert await count(services, User) == 1
+
+
+async def test_concurrent_registrations_of_one_email_are_one_201_and_one_409(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """Both check the email before either inserts: on PostgreSQL the second insert meets the unique constraint,
+    which is the same 409 as the check (it was a 500)."""
+
+    async def sign_up(address: str) -> httpx.Response:
+        return await client.post("/api/v1/auth/register", json={"email": address, "password": STRONG_PASSWORD})
+
+    for attempt in range(3):
+        address = f"twin-{attempt}@example.com"
+        responses = await asyncio.gather(sign_up(address), sign_up(address))
+        assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+        loser = next(r for r in responses if r.status_code == 409)
+        assert loser.json()["type"] == "https://mercato.dev/problems/conflict"
+        assert await count(services, User) == attempt + 1  # one account per email
 
 
 async def test_login_wrong_email_and_wrong_password_look_the_same(

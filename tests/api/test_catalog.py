@@ -135,6 +135,80 @@ async def test_duplicate_sku_and_slug_are_409(
     assert second["slug"] == "mug-2"
 
 
+async def test_concurrent_creations_with_one_sku_or_slug_are_one_201_and_one_409(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Both pass the uniqueness check before either inserts: on PostgreSQL the second insert meets the unique
+    constraint, which is the same 409 as the check (it was a 500)."""
+    bodies = [
+        (P, {"name": "Twin A", "price": "1.00", "sku": "TWIN-1"}),
+        (P, {"name": "Twin B", "price": "1.00", "slug": "twin"}),
+        (P, {"name": "Twin C", "price": "1.00", "variants": [{"sku": "TWIN-V", "name": "S"}]}),
+        ("/api/v1/categories", {"name": "Twins", "slug": "twins"}),
+    ]
+    for path, body in bodies:
+        responses = await asyncio.gather(*(client.post(path, json=body, headers=admin) for _ in range(2)))
+        assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+        loser = next(r for r in responses if r.status_code == 409)
+        assert loser.json()["type"] == "https://mercato.dev/problems/conflict"
+    assert await count(services, Product) == 3
+    assert await count(services, ProductVariant) == 1
+    assert await count(services, InventoryItem) == 3
+    assert await count(services, Category) == 1
+    # a slug made from the name is made again when a concurrent creation took it: both are created
+    for path, body in [(P, {"name": "Same Name", "price": "1.00"}), ("/api/v1/categories", {"name": "Same Name"})]:
+        responses = await asyncio.gather(*(client.post(path, json=body, headers=admin) for _ in range(2)))
+        assert [r.status_code for r in responses] == [201, 201], [r.text for r in responses]
+        assert sorted(r.json()["slug"] for r in responses) == ["same-name", "same-name-2"]
+
+
+async def test_concurrent_variants_with_one_sku_are_one_success_and_one_409(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    first, second = await create(client, admin, name="Left"), await create(client, admin, name="Right")
+    responses = await asyncio.gather(
+        *(
+            client.post(f"{P}/{p['id']}/variants", json={"sku": "SAME-V", "name": "S", "stock": 2}, headers=admin)
+            for p in (first, second)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+    assert await count(services, ProductVariant) == 1
+    assert await count(services, InventoryItem, InventoryItem.variant_id.is_not(None)) == 1
+    third = await create(client, admin, name="Third", variants=[{"sku": "T-1", "name": "S"}])
+    fourth = await create(client, admin, name="Fourth", variants=[{"sku": "F-1", "name": "S"}])
+    renames = await asyncio.gather(
+        *(
+            client.put(f"{P}/{p['id']}/variants/{p['variants'][0]['id']}", json={"sku": "SAME-W"}, headers=admin)
+            for p in (third, fourth)
+        )
+    )
+    assert sorted(r.status_code for r in renames) == [200, 409], [r.text for r in renames]
+    skus = [(await client.get(f"{P}/{p['id']}")).json()["variants"][0]["sku"] for p in (third, fourth)]
+    assert skus.count("SAME-W") == 1 and set(skus) & {"T-1", "F-1"}
+
+
+async def test_concurrent_changes_to_one_sku_or_slug_are_one_200_and_one_409(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Two products (two categories) given the same new SKU or slug at once: the unique constraint refuses the
+    second on PostgreSQL, the same 409 as the check (it was a 500); the loser keeps its values."""
+    first, second = await create(client, admin, name="Left", sku="L-1"), await create(client, admin, name="Right")
+    left, right = await category(client, admin, "Left"), await category(client, admin, "Right")
+    cases = [
+        ([f"{P}/{first['id']}", f"{P}/{second['id']}"], {"sku": "SAME-1"}),
+        ([f"{P}/{first['id']}", f"{P}/{second['id']}"], {"slug": "same"}),
+        ([f"/api/v1/categories/{left}", f"/api/v1/categories/{right}"], {"slug": "same"}),
+    ]
+    for paths, body in cases:
+        responses = await asyncio.gather(*(client.patch(path, json=body, headers=admin) for path in paths))
+        assert sorted(r.status_code for r in responses) == [200, 409], [r.text for r in responses]
+        assert next(r for r in responses if r.status_code == 409).json()["type"].endswith("/conflict")
+        [(field, value)] = body.items()
+        shown = [(await client.get(path)).json()[field] for path in paths]
+        assert shown.count(value) == 1  # the winner has it, the loser kept its own
+
+
 async def test_customers_cannot_write_products(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
@@ -334,6 +408,22 @@ async def test_soft_delete_and_restore(client: httpx.AsyncClient, admin: dict[st
     assert await count(services, Product) == 1
 
 
+async def test_a_product_restored_after_its_category_was_deleted_has_no_category(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    lamps = await category(client, admin, "Lamps")
+    product = await create(client, admin, name="Desk Lamp", category_id=lamps)
+    assert (await client.delete(f"{P}/{product['id']}", headers=admin)).status_code == 204
+    assert (await client.delete(f"/api/v1/categories/{lamps}", headers=admin)).status_code == 204  # no live products
+    restored = await client.post(f"{P}/{product['id']}/restore", headers=admin)
+    assert restored.status_code == 200, restored.text
+    assert (restored.json()["category_id"], restored.json()["category"]) == (None, None)
+    shown = await client.get(f"{P}/{product['id']}")
+    assert shown.status_code == 200 and shown.json()["category_id"] is None
+    assert await count(services, Product, Product.category_id.is_not(None)) == 0
+    assert (await client.get(f"/api/v1/categories/{lamps}")).status_code == 404  # the category stays deleted
+
+
 async def test_variants_crud(client: httpx.AsyncClient, admin: dict[str, str], services: Services) -> None:
     product = await create(client, admin, name="Hoodie", price="40.00", variants=[{"sku": "H-S", "name": "S"}])
     added = await client.post(
@@ -394,6 +484,46 @@ async def test_bulk_is_all_or_nothing(client: httpx.AsyncClient, admin: dict[str
     assert too_many.status_code == 422
 
 
+@pytest.mark.parametrize("field", ["tags", "attributes", "specifications"])
+async def test_null_json_fields_are_422_in_bulk_and_patch(
+    client: httpx.AsyncClient, admin: dict[str, str], field: str
+) -> None:
+    product = await create(client, admin, name="Lamp", tags=["desk"], attributes={"colour": "red"})
+    before = (await client.get(f"{P}/{product['id']}")).json()
+    bulk = await client.post(
+        f"{P}/bulk", headers=admin, json={"operations": [{"op": "update", "id": product["id"], "data": {field: None}}]}
+    )
+    assert bulk.status_code == 422, bulk.text
+    [error] = bulk.json()["errors"]
+    assert error["index"] == 0 and error["status"] == 422 and field in error["detail"]
+    patched = await client.patch(f"{P}/{product['id']}", json={field: None}, headers=admin)
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["errors"][0]["loc"] == ["body", field]
+    after = await client.get(f"{P}/{product['id']}")
+    assert after.status_code == 200 and after.json() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"attributes": {f"a{i}": i for i in range(51)}},
+        {"attributes": {"k" * 101: 1}},
+        {"specifications": {f"s{i}": i for i in range(101)}},
+        {"specifications": {"k" * 101: 1}},
+    ],
+)
+async def test_update_limits_attributes_and_specifications_as_create_does(
+    client: httpx.AsyncClient, admin: dict[str, str], body: dict[str, Any]
+) -> None:
+    product = await create(client, admin, name="Desk")
+    field = next(iter(body))
+    created = await client.post(P, json={"name": "Other", "price": "1.00", **body}, headers=admin)
+    patched = await client.patch(f"{P}/{product['id']}", json=body, headers=admin)
+    assert created.status_code == patched.status_code == 422, patched.text
+    assert patched.json()["errors"][0]["loc"][:2] == ["body", field]
+    assert (await client.get(f"{P}/{product['id']}")).json()[field] == {}
+
+
 async def test_category_tree_moves_and_deletion(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
@@ -421,6 +551,75 @@ async def test_category_tree_moves_and_deletion(
     assert (await client.post(f"/api/v1/categories/{child}/restore", headers=admin)).json()["parent_id"] is None
     in_other = await client.get(f"/api/v1/categories/{other}/products")
     assert [p["id"] for p in in_other.json()["data"]] == [product["id"]]
+
+
+async def test_category_position_null_is_422(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    created = await client.post("/api/v1/categories", json={"name": "Lamps", "position": 3}, headers=admin)
+    category_id = created.json()["id"]
+    response = await client.patch(f"/api/v1/categories/{category_id}", json={"position": None}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "position"]
+    assert (await client.get(f"/api/v1/categories/{category_id}")).json()["position"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/api/v1/categories", {"name": "Lamps", "slug": "a" * 201}, ["body", "slug"]),
+        ("/api/v1/attributes", {"name": "Size", "slug": "a" * 101}, ["body", "slug"]),
+        (P, {"name": "Tee", "price": "1.00", "variants": [{"sku": "T-1", "name": "v" * 201}]}, ["body", "variants", 0]),
+    ],
+)
+async def test_texts_longer_than_their_columns_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services, path: str, body: dict, loc: list
+) -> None:
+    response = await client.post(path, json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"][: len(loc)] == loc
+    assert await count(services, Category) == await count(services, Product) == 0
+
+
+async def test_variant_and_category_updates_longer_than_their_columns_are_422(
+    client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    product = await create(client, admin, name="Tee", variants=[{"sku": "T-1", "name": "S"}])
+    variant_id = product["variants"][0]["id"]
+    lamps = await category(client, admin, "Lamps")
+    renamed = await client.put(f"{P}/{product['id']}/variants/{variant_id}", json={"name": "v" * 201}, headers=admin)
+    added = await client.post(f"{P}/{product['id']}/variants", json={"sku": "T-2", "name": "v" * 201}, headers=admin)
+    moved = await client.patch(f"/api/v1/categories/{lamps}", json={"slug": "a" * 201}, headers=admin)
+    assert [r.status_code for r in (renamed, added, moved)] == [422, 422, 422]
+    assert [r.json()["errors"][0]["loc"] for r in (renamed, added, moved)] == [
+        ["body", "name"],
+        ["body", "name"],
+        ["body", "slug"],
+    ]
+    assert [v["name"] for v in (await client.get(f"{P}/{product['id']}")).json()["variants"]] == ["S"]
+    assert (await client.get(f"/api/v1/categories/{lamps}")).json()["slug"] == "lamps"
+
+
+async def test_generated_slugs_fit_their_columns(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+    """Made from the longest names (with "-2" for a taken one), and from ligatures that NFKD makes three
+    letters each ("\ufb03" is "ffi"): never longer than the column (200 for categories and attribute values,
+    100 for attributes); PostgreSQL refused them with a 500."""
+    slugs = []
+    for _ in range(2):
+        response = await client.post("/api/v1/categories", json={"name": "a" * 200}, headers=admin)
+        assert response.status_code == 201, response.text
+        slugs.append(response.json()["slug"])
+    assert len(set(slugs)) == 2 and max(len(slug) for slug in slugs) <= 200
+    assert slugs[1].endswith("-2")
+    attribute = await client.post(
+        "/api/v1/attributes", json={"name": "\ufb03" * 100, "values": ["\ufb03" * 200]}, headers=admin
+    )
+    assert attribute.status_code == 201, attribute.text
+    assert 0 < len(attribute.json()["slug"]) <= 100
+    assert 0 < len(attribute.json()["values"][0]["slug"]) <= 200
+    added = await client.post(
+        f"/api/v1/attributes/{attribute.json()['id']}/values", json={"value": "\ufb04" * 200}, headers=admin
+    )
+    assert added.status_code == 201, added.text
+    assert 0 < len(added.json()["values"][1]["slug"]) <= 200
 
 
 async def test_attributes_and_values(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

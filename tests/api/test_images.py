@@ -70,6 +70,14 @@ def animated_gif() -> bytes:
     return out.getvalue()
 
 
+def mpo() -> bytes:
+    """A two-picture MPO (what many phone cameras write): Pillow names its format "MPO", not "JPEG"."""
+    frames = [Image.new("RGB", (48, 32), color) for color in ((200, 30, 30), (30, 30, 200))]
+    out = io.BytesIO()
+    frames[0].save(out, format="MPO", save_all=True, append_images=frames[1:])
+    return out.getvalue()
+
+
 def webp() -> bytes:
     exif = Image.Exif()
     exif[EXIF_ARTIST] = "Jane Secret"
@@ -205,6 +213,26 @@ async def test_multipart_jpeg_is_verified_stripped_turned_upright_and_served(
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/webp"
     with Image.open(io.BytesIO(thumb.content)) as small:
         assert (small.format, small.size) == ("WEBP", (20, 40))  # small images are not enlarged
+
+
+async def test_an_mpo_from_a_phone_camera_is_stored_as_a_jpeg_of_its_first_picture(
+    client: httpx.AsyncClient, admin: dict[str, str], media: Path
+) -> None:
+    product = await new_product(client, admin)
+    original = mpo()
+    with Image.open(io.BytesIO(original)) as opened:
+        assert (opened.format, opened.n_frames) == ("MPO", 2)
+    response = await upload(client, product["id"], admin, original, "IMG_0001.JPG", "image/jpeg")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["url"] == f"/media/products/{product['id']}/{body['id']}.jpg"
+    assert (body["width"], body["height"]) == (48, 32)
+    with Image.open(stored(media, body["url"])) as saved:
+        assert (saved.format, saved.size, getattr(saved, "n_frames", 1)) == ("JPEG", (48, 32), 1)
+        red, _green, blue = saved.convert("RGB").getpixel((24, 16))
+        assert red > 150 and blue < 80  # the first picture (red), not the second (blue)
+    assert (await client.get(body["url"])).headers["content-type"] == "image/jpeg"
+    assert [i["id"] for i in (await client.get(f"{P}/{product['id']}")).json()["images"]] == [body["id"]]
 
 
 async def test_data_urls_of_each_format_keep_their_format_and_show_on_the_product(

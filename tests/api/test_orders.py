@@ -120,6 +120,29 @@ async def test_customer_places_an_order_from_the_cart(
     assert again["items"][0]["unit_price"] == "19.99" and again["total"] == "39.98"
 
 
+async def test_a_line_named_after_a_long_product_and_variant_fits_its_column(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """A 300-character product name and a 200-character variant name made a 503-character line name, which
+    PostgreSQL refused (order_items.name is 300): the product name is cut, the variant name kept whole."""
+    body = {
+        "name": "P" * 300,
+        "price": "5.00",
+        "status": "active",
+        "variants": [{"sku": "LONG-1", "name": "V" * 200, "stock": 3}],
+    }
+    created = await client.post("/api/v1/products", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    headers = bearer(await register(client))
+    line = {"product_id": created.json()["id"], "variant_id": created.json()["variants"][0]["id"], "quantity": 1}
+    assert (await client.post("/api/v1/cart/items", json=line, headers=headers)).status_code == 201
+    response = await client.post(ORDERS, json={"shipping_address": ADDRESS}, headers=headers)
+    assert response.status_code == 201, response.text
+    [item] = response.json()["items"]
+    assert item["name"] == "P" * 96 + "… – " + "V" * 200 and len(item["name"]) == 300
+    assert await count(services, Order) == 1
+
+
 async def test_sales_staff_read_orders_but_only_the_customer_or_an_admin_changes_them(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:

@@ -24,6 +24,10 @@ from mercato.db.queries import Paged
 from mercato.errors import NotFound, ValidationFailed
 from mercato.platform import clock
 
+#: Lengths of the slug columns (``categories.slug``, ``attributes.slug``, ``attribute_values.slug``).
+CATEGORY_SLUG_LENGTH, ATTRIBUTE_SLUG_LENGTH, VALUE_SLUG_LENGTH = 200, 100, 200
+_INSERT_ATTEMPTS = 3  # a generated slug taken by concurrent creations is made again this many times at most
+
 
 async def tree(session: AsyncSession) -> list[CategoryRead]:
     """The live categories nested under their parents (``children`` filled), roots first by position."""
@@ -59,7 +63,8 @@ async def get(session: AsyncSession, id_or_slug: str) -> Category:
 
 
 async def create(session: AsyncSession, body: CategoryCreate) -> Category:
-    """Create a category.
+    """Create a category. A slug made from the name that a concurrent creation takes first is made again
+    (``-2``...); a given slug taken that way is a 409 like one taken before.
 
     Raises:
         UnknownCategory-like ValidationFailed (``parent_id`` unknown), DuplicateValue (slug taken).
@@ -81,8 +86,14 @@ async def create(session: AsyncSession, body: CategoryCreate) -> Category:
         created_at=now,
         updated_at=now,
     )
-    session.add(category)
-    await session.flush()
+    for _ in range(_INSERT_ATTEMPTS):
+        if await repository.insert_unique(session, category):
+            break
+        if body.slug is not None:
+            raise DuplicateValue(f"The slug {slug!r} is already used.")
+        category.slug = await _free_slug(session, body.name)
+    else:
+        raise DuplicateValue("The generated slug was taken by concurrent creations; try again.")
     cache.invalidate_after_commit(session)
     return category
 
@@ -91,7 +102,8 @@ async def update(session: AsyncSession, id_or_slug: str, body: CategoryUpdate) -
     """Partially update a category; a new ``parent_id`` may not be the category or one of its descendants.
 
     Raises:
-        CategoryNotFound, ValidationFailed (unknown parent), CategoryCycle (409), DuplicateValue (slug).
+        CategoryNotFound, ValidationFailed (unknown parent), CategoryCycle (409), DuplicateValue (slug taken,
+        also when a concurrent change took it after the check).
     """
     category = await get(session, id_or_slug)
     changes = body.model_dump(exclude_unset=True)
@@ -105,12 +117,9 @@ async def update(session: AsyncSession, id_or_slug: str, body: CategoryUpdate) -
             raise CategoryCycle("A category cannot be moved under itself or one of its descendants.")
     if changes.get("slug") and await repository.slug_taken(session, Category, changes["slug"], exclude=category.id):
         raise DuplicateValue(f"The slug {changes['slug']!r} is already used.")
-    for name, value in changes.items():
-        if name == "slug" and value is None:
-            continue
-        setattr(category, name, value)
-    category.updated_at = clock.now()
-    await session.flush()
+    kept = {name: value for name, value in changes.items() if not (name == "slug" and value is None)}
+    if not await repository.apply_unique(session, category, {**kept, "updated_at": clock.now()}):
+        raise DuplicateValue(f"The slug {changes.get('slug')!r} is already used.")  # taken by a concurrent change
     if "name" in changes:
         await search.reindex_categories(session, [category.id])
     cache.invalidate_after_commit(session)
@@ -171,7 +180,8 @@ async def restore(session: AsyncSession, id_or_slug: str) -> Category:
 
 
 async def _free_slug(session: AsyncSession, name: str) -> str:
-    base = rules.slugify(name)
+    """A slug made from ``name`` that no category uses, cut so that it fits its column with a ``-n`` suffix."""
+    base = rules.slugify(name, max_length=CATEGORY_SLUG_LENGTH - rules.SUFFIX_ROOM)
     taken = await repository.slugs_like(session, Category, base)
     n = 2
     slug = base
@@ -197,7 +207,7 @@ async def create_attribute(session: AsyncSession, body: AttributeCreate) -> Attr
     Raises:
         DuplicateValue: the slug is taken, or a value repeats.
     """
-    slug = body.slug or rules.slugify(body.name)
+    slug = body.slug or rules.slugify(body.name, max_length=ATTRIBUTE_SLUG_LENGTH)
 
     if await repository.attribute_by_slug(session, slug) is not None:
         raise DuplicateValue(f"An attribute {slug!r} already exists.")
@@ -247,7 +257,7 @@ def _value(attribute_id: uuid.UUID, value: str, position: int) -> AttributeValue
         id=clock.new_id(),
         attribute_id=attribute_id,
         value=value,
-        slug=rules.slugify(value),
+        slug=rules.slugify(value, max_length=VALUE_SLUG_LENGTH),
         position=position,
     )
 

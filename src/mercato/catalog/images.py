@@ -62,6 +62,9 @@ FORMATS: dict[str, tuple[str, str]] = {
     "GIF": ("image/gif", "gif"),
     "WEBP": ("image/webp", "webp"),
 }
+#: Pillow formats stored as one of :data:`FORMATS`: an MPO (multi-picture JPEG, as many phone cameras write) is
+#: a JPEG whose first frame is the picture; the JPEG decoder opens it and Pillow names it "MPO".
+ALIASES: dict[str, str] = {"MPO": "JPEG"}
 THUMBNAIL_CONTENT_TYPE = "image/webp"
 _RGB_MODES = ("RGB", "RGBA", "P", "PA")  # an ICC profile of these is an RGB one, valid for an RGB thumbnail
 
@@ -123,7 +126,8 @@ def decode_data_url(value: str) -> bytes:
 
 def process_image(data: bytes) -> PreparedImage:
     """Verify ``data`` is a JPEG, PNG, GIF or WebP image within the limits, strip its metadata and make its
-    thumbnail. Blocking and CPU-heavy: call it through :func:`prepare` from async code.
+    thumbnail. Blocking and CPU-heavy: call it through :func:`prepare` from async code. An MPO (a JPEG with
+    more pictures after the first, from phone cameras) is kept as a JPEG of its first picture.
 
     Raises:
         PayloadTooLarge: more than :data:`MAX_IMAGE_BYTES` bytes, or more than :data:`MAX_IMAGE_PIXELS` pixels
@@ -137,7 +141,7 @@ def process_image(data: bytes) -> PreparedImage:
             _check_pixels(*source.size)
             source.load()  # decodes the first frame only
             _check_pixels(*source.size)
-            fmt = str(source.format)
+            fmt = ALIASES.get(str(source.format), str(source.format))  # an MPO is stored as its first frame, a JPEG
             frame = ImageOps.exif_transpose(source)  # a copy, upright
             icc = source.info.get("icc_profile")
             transparency = source.info.get("transparency")

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import BindParameter, RowMapping, Select, bindparam, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -289,6 +290,43 @@ async def slug_taken(
     if exclude is not None:
         query = query.where(model.id != exclude)
     return (await session.scalar(query.limit(1))) is not None
+
+
+async def insert_unique(session: AsyncSession, row: Product | Category | ProductVariant) -> bool:
+    """Insert ``row`` (and the variants it cascades to) in a savepoint.
+
+    Returns:
+        False when a unique constraint (slug, SKU) refused it: a concurrent request inserted the same value after
+        this one checked (PostgreSQL; SQLite's single writer cannot interleave). Only the savepoint is rolled
+        back, ``row`` is left out of the session, and the transaction can go on (or retry).
+    """
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def apply_unique(
+    session: AsyncSession, row: Product | Category | ProductVariant, changes: dict[str, Any]
+) -> bool:
+    """Set ``changes`` (column name → value) on ``row`` and flush them in a savepoint.
+
+    Returns:
+        False when a unique constraint (slug, SKU) refused them: a concurrent request took the value after this
+        one checked (PostgreSQL). Only the savepoint is rolled back (``row`` is expired, back to its stored
+        values) and the transaction can go on.
+    """
+    try:
+        async with session.begin_nested():
+            for name, value in changes.items():
+                setattr(row, name, value)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
 
 
 async def slugs_like(session: AsyncSession, model: type[Product] | type[Category], base: str) -> set[str]:

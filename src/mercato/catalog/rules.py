@@ -11,6 +11,8 @@ from decimal import Decimal
 #: Words that are path segments under /products and /categories, so never a slug (API.md "Catalog").
 RESERVED_SLUGS = frozenset({"search", "deleted", "bulk", "category", "similar", "restore", "new"})
 CENT = Decimal("0.01")
+#: Characters a generated slug leaves free under its column for a ``-2`` ... ``-999999`` suffix.
+SUFFIX_ROOM = 7
 
 
 def slugify(text: str, *, max_length: int = 280) -> str:

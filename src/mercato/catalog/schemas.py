@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, field_serializer
+from pydantic import AfterValidator, ConfigDict, Field, field_serializer, field_validator
 from pydantic_core import to_json
 
 from mercato.catalog.models import ProductStatus
@@ -31,14 +31,21 @@ def _not_reserved(value: str) -> str:
     return value
 
 
-Slug = Annotated[
-    str,
-    Field(min_length=1, max_length=300, pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$"),
-    AfterValidator(_not_reserved),
+_SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+# Each text is at most as long as its database column (PostgreSQL refuses a longer one; SQLite would keep it).
+Slug = Annotated[str, Field(min_length=1, max_length=300, pattern=_SLUG_PATTERN), AfterValidator(_not_reserved)]
+CategorySlug = Annotated[str, Field(min_length=1, max_length=200, pattern=_SLUG_PATTERN), AfterValidator(_not_reserved)]
+AttributeSlug = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=_SLUG_PATTERN), AfterValidator(_not_reserved)
 ]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
+VariantName = Annotated[str, Field(min_length=1, max_length=200)]
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Stock = Annotated[int, Field(ge=0, le=10_000_000)]
+#: A product's ``attributes``: at most 50 keys of at most 100 characters (create and update alike).
+Attributes = Annotated[dict[Annotated[str, Field(max_length=100)], Any], Field(max_length=50)]
+#: A product's ``specifications``: at most 100 keys of at most 100 characters (create and update alike).
+Specifications = Annotated[dict[Annotated[str, Field(max_length=100)], Any], Field(max_length=100)]
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -63,7 +70,7 @@ class VariantCreate(RequestModel):
     )
 
     sku: Sku
-    name: Name
+    name: VariantName
     options: dict[Annotated[str, Field(max_length=50)], Annotated[str, Field(max_length=100)]] = Field(
         default_factory=dict, max_length=20
     )
@@ -81,7 +88,7 @@ class VariantUpdate(RequestModel):
     )
 
     sku: Sku | None = None
-    name: Name | None = None
+    name: VariantName | None = None
     options: dict[str, str] | None = None
     price_modifier: Modifier | None = None
     stock: Stock | None = None
@@ -127,8 +134,8 @@ class ProductCreate(RequestModel):
     category_id: uuid.UUID | None = None
     brand: Annotated[str, Field(min_length=1, max_length=120)] | None = None
     status: ProductStatus = ProductStatus.draft
-    attributes: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict, max_length=50)
-    specifications: dict[Annotated[str, Field(max_length=100)], Any] = Field(default_factory=dict, max_length=100)
+    attributes: Attributes = Field(default_factory=dict)
+    specifications: Specifications = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     weight_grams: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     stock: Stock = 0
@@ -152,12 +159,21 @@ class ProductUpdate(RequestModel):
     category_id: uuid.UUID | None = None
     brand: Annotated[str, Field(min_length=1, max_length=120)] | None = None
     status: ProductStatus | None = None
-    attributes: dict[str, Any] | None = None
-    specifications: dict[str, Any] | None = None
+    attributes: Attributes | None = None
+    specifications: Specifications | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     weight_grams: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     stock: Stock | None = None
     reorder_point: Stock | None = None
+
+    @field_validator("attributes", "specifications", "tags")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        """Leaving these out keeps their value; an explicit ``null`` is refused (422 naming the field): the
+        columns hold an object or a list, never JSON null."""
+        if value is None:
+            raise ValueError("cannot be null; send {} or [] to empty it")
+        return value
 
 
 class ImageRead(ResponseModel):
@@ -413,7 +429,7 @@ class CategoryCreate(RequestModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    slug: Slug | None = None
+    slug: CategorySlug | None = None
     description: Annotated[str, Field(max_length=5000)] | None = None
     parent_id: uuid.UUID | None = None
     image_url: Annotated[str, Field(max_length=1000)] | None = None
@@ -428,11 +444,19 @@ class CategoryUpdate(RequestModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    slug: Slug | None = None
+    slug: CategorySlug | None = None
     description: Annotated[str, Field(max_length=5000)] | None = None
     parent_id: uuid.UUID | None = None
     image_url: Annotated[str, Field(max_length=1000)] | None = None
     position: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+    @field_validator("position")
+    @classmethod
+    def _position_not_null(cls, value: int | None) -> int:
+        """Leaving ``position`` out keeps it; an explicit ``null`` is refused (422 naming the field)."""
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
 
 
 class CategoryRead(ResponseModel):
@@ -472,7 +496,7 @@ class AttributeCreate(RequestModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=100)]
-    slug: Slug | None = None
+    slug: AttributeSlug | None = None
     values: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=500)
 
 

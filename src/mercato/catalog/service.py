@@ -41,6 +41,7 @@ from mercato.platform import clock
 from mercato.platform.context import services_of
 
 MAX_BULK = 500
+_INSERT_ATTEMPTS = 3  # a generated slug taken by concurrent creations is made again this many times at most
 
 # --- reading --------------------------------------------------------------------------------------------------
 
@@ -232,6 +233,9 @@ async def category_filter(session: AsyncSession, category_id: str | None) -> set
 async def create_product(session: AsyncSession, principal: Principal, body: ProductCreate) -> Product:
     """Create a product with its variants and stock rows.
 
+    A slug made from the name that a concurrent creation takes first is made again (``-2``...); a SKU or a given
+    slug taken that way is a 409 like one taken before.
+
     Raises:
         Forbidden: the caller may not manage products.
         UnknownCategory: ``category_id`` names no live category (422, field ``category_id``).
@@ -269,9 +273,17 @@ async def create_product(session: AsyncSession, principal: Principal, body: Prod
         variants=[],
         images=[],
     )
-    session.add(product)
     variants = [_new_variant(product, spec, position) for position, spec in enumerate(body.variants)]
-    await session.flush()  # rows exist before their stock rows reference them
+    # rows exist before their stock rows reference them
+    for _ in range(_INSERT_ATTEMPTS):
+        if await repository.insert_unique(session, product):
+            break
+        await _check_skus(session, skus)  # a concurrent creation took them: the 409 names them
+        if body.slug is not None:
+            raise DuplicateValue(f"The slug {body.slug!r} is already used.")
+        product.slug = await _free_slug(session, body.name)
+    else:
+        raise DuplicateValue("The generated slug was taken by concurrent creations; try again.")
     for variant, spec in zip(variants, body.variants, strict=True):
         _stock_row(session, product, variant, spec)
     if not body.variants:
@@ -289,7 +301,7 @@ async def create_product(session: AsyncSession, principal: Principal, body: Prod
     return await repository.reload(session, product)
 
 
-def _new_variant(product: Product, spec: VariantCreate, position: int) -> ProductVariant:
+def _new_variant(product: Product, spec: VariantCreate, position: int, *, attach: bool = True) -> ProductVariant:
     now = clock.now()
     variant = ProductVariant(
         id=clock.new_id(),
@@ -303,7 +315,8 @@ def _new_variant(product: Product, spec: VariantCreate, position: int) -> Produc
         created_at=now,
         updated_at=now,
     )
-    product.variants.append(variant)
+    if attach:  # else the caller inserts it (the product's variants are re-read after)
+        product.variants.append(variant)
     return variant
 
 
@@ -322,7 +335,8 @@ async def update_product(session: AsyncSession, principal: Principal, id_or_slug
     """Apply a partial update. ``stock`` sets on-hand units of a product without variants.
 
     Raises:
-        ProductNotFound, Forbidden, UnknownCategory, DuplicateValue, InsufficientStock.
+        ProductNotFound, Forbidden, UnknownCategory, InsufficientStock.
+        DuplicateValue: the SKU or slug is taken, also when a concurrent change took it after the check (409).
     """
     product = await _owned_product(session, principal, id_or_slug)
     changes = body.model_dump(exclude_unset=True)
@@ -337,8 +351,11 @@ async def update_product(session: AsyncSession, principal: Principal, id_or_slug
         raise DuplicateValue(f"The slug {changes['slug']!r} is already used.")
     stock = changes.pop("stock", None)
     reorder_point = changes.pop("reorder_point", None)
-    for name, value in changes.items():
-        setattr(product, name, value)
+    product_id = product.id  # the row is expired if the savepoint below is rolled back
+    if not await repository.apply_unique(session, product, changes):  # a concurrent change took the SKU or slug
+        if changes.get("sku"):
+            await _check_skus(session, [changes["sku"]], exclude_product=product_id)
+        raise DuplicateValue(f"The slug {changes.get('slug')!r} is already used.")
     if stock is not None or reorder_point is not None or "sku" in changes:
         if product.variants and stock is not None:
             raise ValidationFailed("This product has variants; set stock on each variant.", field="stock")
@@ -371,15 +388,23 @@ async def delete_product(session: AsyncSession, principal: Principal, id_or_slug
 async def restore_product(session: AsyncSession, id_or_slug: str) -> Product:
     """Bring back a soft-deleted product (admin).
 
+    A product whose category was deleted meanwhile comes back without a category (``category_id`` null), as a
+    restored category whose parent is deleted comes back as a root (API.md: a live product is never in a deleted
+    category; deleting one with products needs ``reassign_to``). The audit entry names the category it left.
+
     Raises:
         ProductNotFound: no deleted product with that id or slug.
     """
     product = await repository.product(session, id_or_slug, deleted=True)
     if product is None:
         raise ProductNotFound(f"No deleted product {id_or_slug!r}.")
+    details: dict[str, Any] = {"name": product.name}
+    if product.category_id is not None and await repository.category(session, product.category_id) is None:
+        details["category_cleared"] = str(product.category_id)
+        product.category_id = None
     product.deleted_at = None
     product.updated_at = clock.now()
-    audit_service.record(session, "product.restored", "product", product.id, {"name": product.name})
+    audit_service.record(session, "product.restored", "product", product.id, details)
     await search.reindex(session, [product.id])
     cache.invalidate_after_commit(session)
     return await repository.reload(session, product)
@@ -395,13 +420,15 @@ async def add_variant(session: AsyncSession, principal: Principal, id_or_slug: s
     """Add a variant (with its stock row) to a product.
 
     Raises:
-        ProductNotFound, Forbidden, DuplicateValue.
+        ProductNotFound, Forbidden.
+        DuplicateValue: the SKU is taken, also when a concurrent request took it after the check (409).
     """
     product = await _owned_product(session, principal, id_or_slug)
     await _check_skus(session, [body.sku])
-    variant = _new_variant(product, body, len(product.variants))
+    variant = _new_variant(product, body, len(product.variants), attach=False)
     product.updated_at = clock.now()
-    await session.flush()
+    if not await repository.insert_unique(session, variant):  # a concurrent request took the SKU
+        raise DuplicateValue(f"SKU already used: {body.sku}.")
     _stock_row(session, product, variant, body)
     await session.flush()
     cache.invalidate_after_commit(session)
@@ -411,7 +438,12 @@ async def add_variant(session: AsyncSession, principal: Principal, id_or_slug: s
 async def update_variant(
     session: AsyncSession, principal: Principal, id_or_slug: str, variant_id: uuid.UUID, body: VariantUpdate
 ) -> Product:
-    """Partially update a variant; ``stock`` sets its on-hand units."""
+    """Partially update a variant; ``stock`` sets its on-hand units.
+
+    Raises:
+        ProductNotFound, Forbidden, NotFound (no such variant of the product).
+        DuplicateValue: the SKU is taken, also when a concurrent change took it after the check (409).
+    """
     product = await _owned_product(session, principal, id_or_slug)
     variant = next((v for v in product.variants if v.id == variant_id), None)
     if variant is None:
@@ -420,10 +452,10 @@ async def update_variant(
     if changes.get("sku"):
         await _check_skus(session, [changes["sku"]], exclude_variant=variant.id)
     stock = changes.pop("stock", None)
-    for name, value in changes.items():
-        if value is not None:
-            setattr(variant, name, value)
-    variant.updated_at = product.updated_at = clock.now()
+    product.updated_at = now = clock.now()
+    kept = {name: value for name, value in changes.items() if value is not None}
+    if not await repository.apply_unique(session, variant, {**kept, "updated_at": now}):
+        raise DuplicateValue(f"SKU already used: {changes.get('sku')}.")  # a concurrent change took it
     if stock is not None or "sku" in changes:
         await inventory_service.set_stock(
             session, product_id=product.id, variant_id=variant.id, on_hand=stock, sku=variant.sku

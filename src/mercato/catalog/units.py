@@ -22,6 +22,8 @@ from mercato.inventory import service as inventory
 from mercato.inventory.models import InventoryItem
 
 UnitKey = tuple[uuid.UUID, uuid.UUID | None]
+#: Length of ``order_items.name``, which stores :attr:`Unit.name`.
+LINE_NAME_LENGTH = 300
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,21 @@ async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict
             )
         elif (chosen := own_variants.get(variant_id)) is not None:
             units[(product_id, variant_id)] = Unit(
-                product_id, variant_id, f"{name} – {chosen[7]}", chosen[8], variant_price(price, chosen[9]),
+                product_id, variant_id, line_name(name, chosen[7]), chosen[8], variant_price(price, chosen[9]),
                 _available(chosen), weight_grams, vendor_id,
             )  # fmt: skip
     return units
+
+
+def line_name(product_name: str, variant_name: str) -> str:
+    """``"<product name> – <variant name>"`` in at most :data:`LINE_NAME_LENGTH` characters, the column
+    ``order_items.name`` (a 300-character product name and a 200-character variant name would not fit): when too
+    long, the product name is cut and ends with "…", so the variant name stays whole."""
+    full = f"{product_name} – {variant_name}"
+    if len(full) <= LINE_NAME_LENGTH:
+        return full
+    room = LINE_NAME_LENGTH - len(f"… – {variant_name}")
+    return f"{product_name[:room]}… – {variant_name}" if room > 0 else full[:LINE_NAME_LENGTH]
 
 
 def _available(row: tuple[Any, ...]) -> int:

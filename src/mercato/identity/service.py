@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
@@ -64,7 +65,8 @@ async def register(
     """Create a customer account and sign it in; queues the verification email.
 
     ``password_hash`` is computed by the caller before the transaction starts. Raises:
-        EmailTaken: the email (compared case-insensitively) is in use.
+        EmailTaken: the email (compared case-insensitively) is in use, found by the check or, when a concurrent
+            registration inserted it after the check (PostgreSQL), by the unique constraint on ``users.email``.
     """
     email = email.strip().lower()
     if await repository.email_exists(session, email):
@@ -82,7 +84,10 @@ async def register(
         updated_at=now,
     )
     session.add(user)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent registration of the same email committed first
+        raise EmailTaken(f"An account with email {email} already exists.") from exc
     emails.verification(session, email, _new_user_token(session, user, TokenPurpose.verify_email, VERIFY_TTL))
     return await start_session(session, user, method="register", ip=ip, user_agent=user_agent)
 
