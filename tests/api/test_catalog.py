@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mercato.catalog import categories
 from mercato.catalog.models import Category, Product, ProductVariant
 from mercato.inventory.models import InventoryItem
 from mercato.platform.context import Services
@@ -633,6 +634,32 @@ async def test_attributes_and_values(client: httpx.AsyncClient, admin: dict[str,
     ).status_code == 409
     listed = await client.get("/api/v1/attributes")
     assert listed.json()["data"][0]["slug"] == "size"
+
+
+async def test_attribute_or_value_that_loses_the_race_for_its_slug_is_409(
+    client: httpx.AsyncClient, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two creations of one slug at once both pass the "slug free?" check on PostgreSQL before either inserts; the
+    loser meets the unique constraint. Made deterministic by checks that answer "free": 409, not a 500."""
+    created = await client.post("/api/v1/attributes", headers=admin, json={"name": "Size", "values": ["S"]})
+    attribute_id = created.json()["id"]
+
+    async def nothing(*_: object) -> list[object]:
+        return []
+
+    async def no_attribute(*_: object) -> None:
+        return None
+
+    monkeypatch.setattr(categories.repository, "attribute_by_slug", no_attribute)
+    monkeypatch.setattr(categories.repository, "attribute_values", nothing)
+    again = await client.post("/api/v1/attributes", headers=admin, json={"name": "Size", "values": []})
+    assert again.status_code == 409 and again.json()["type"].endswith("/conflict"), again.text
+    value = await client.post(f"/api/v1/attributes/{attribute_id}/values", headers=admin, json={"value": "s"})
+    assert value.status_code == 409 and value.json()["type"].endswith("/conflict"), value.text
+    monkeypatch.undo()
+    assert [v["value"] for v in (await client.get(f"/api/v1/attributes/{attribute_id}/values")).json()["values"]] == [
+        "S"
+    ]
 
 
 async def test_public_catalog_shape(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from mercato.audit.models import AuditLog
 from mercato.cart.models import Cart
-from mercato.identity import tokens
+from mercato.identity import tokens, users_service
 from mercato.identity.models import Address, ApiKey, AuthSession, OidcIdentity, User
 from mercato.payments.models import PaymentMethod
 from mercato.platform.context import Services
@@ -251,6 +251,25 @@ async def test_staff_invitation_sets_password_by_email(client: httpx.AsyncClient
         "/api/v1/admin/users", headers=bearer(admin), json={"email": "clerk@example.com", "role": "sales"}
     )
     assert dup.status_code == 409
+
+
+async def test_an_invitation_that_loses_the_race_for_its_email_is_409(
+    client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two invitations of one email at once both pass the "email free?" check on PostgreSQL before either inserts;
+    the loser then meets the unique constraint. Made deterministic here by a check that answers "free" although
+    the account exists: the answer must be the same 409 as a later duplicate, not a 500."""
+    admin = await make_admin(services, client)
+    body = {"email": "twice@example.com", "role": "sales"}
+    assert (await client.post("/api/v1/admin/users", headers=bearer(admin), json=body)).status_code == 201
+
+    async def free(*_: object) -> bool:
+        return False
+
+    monkeypatch.setattr(users_service.repository, "email_exists", free)
+    lost = await client.post("/api/v1/admin/users", headers=bearer(admin), json=body)
+    assert lost.status_code == 409 and lost.json()["type"].endswith("/conflict"), lost.text
+    assert await rows(services, User, User.email == "twice@example.com") == 1
 
 
 async def test_api_keys_shown_once_listed_and_revoked(client: httpx.AsyncClient, services: Services) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
@@ -205,7 +206,8 @@ async def create_attribute(session: AsyncSession, body: AttributeCreate) -> Attr
     """Create an attribute and its initial values.
 
     Raises:
-        DuplicateValue: the slug is taken, or a value repeats.
+        DuplicateValue: the slug is taken (found by the check, or by the unique constraint when a concurrent
+            request created it after the check), or a value repeats.
     """
     slug = body.slug or rules.slugify(body.name, max_length=ATTRIBUTE_SLUG_LENGTH)
 
@@ -218,7 +220,10 @@ async def create_attribute(session: AsyncSession, body: AttributeCreate) -> Attr
     if len({v.slug for v in values}) != len(values):
         raise DuplicateValue("A value appears twice.")
     session.add_all(values)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent request created the slug after the check (PostgreSQL)
+        raise DuplicateValue(f"An attribute {slug!r} already exists.") from exc
     return _attribute_read(attribute, values)
 
 
@@ -233,10 +238,14 @@ async def add_value(session: AsyncSession, attribute_id: uuid.UUID, value: str) 
         raise NotFound("No such attribute.")
     existing = list(await repository.attribute_values(session, [attribute.id]))
     new = _value(attribute.id, value, len(existing))
+    taken = DuplicateValue(f"{value!r} is already a value of {attribute.name}.")
     if any(v.slug == new.slug for v in existing):
-        raise DuplicateValue(f"{value!r} is already a value of {attribute.name}.")
+        raise taken
     session.add(new)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent request added the value after the check (PostgreSQL)
+        raise taken from exc  # made before: a failed flush expires attribute, whose name could not load now
     return _attribute_read(attribute, [*existing, new])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.audit import service as audit_service
@@ -84,7 +85,8 @@ async def invite_staff(session: AsyncSession, body: StaffInvite) -> User:
     """Create a staff account without a password and email a set-password link.
 
     Raises:
-        EmailTaken: the email is in use.
+        EmailTaken: the email is in use (found by the check, or by the unique constraint when a concurrent request
+            inserted it after the check, on PostgreSQL).
     """
     email = str(body.email).lower()
     if await repository.email_exists(session, email):
@@ -102,7 +104,10 @@ async def invite_staff(session: AsyncSession, body: StaffInvite) -> User:
         updated_at=now,
     )
     session.add(user)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent invitation or registration of the same email committed first
+        raise EmailTaken(f"An account with email {email} already exists.") from exc
     emails.invitation(session, email, body.role, auth_service.new_invitation_token(session, user))
     audit_service.record(session, "user.invited", "user", user.id, {"role": body.role, "email": email})
     return user
