@@ -51,16 +51,7 @@ async def profile(n: int) -> None:
 
     app = create_app(Settings.load())
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    filters = repository.ProductFilter(
-        category_ids=None,
-        min_price=None,
-        max_price=None,
-        q=None,
-        brand=None,
-        vendor_id=None,
-        in_stock=None,
-        statuses=("active",),
-    )
+    filters = repository.ProductFilter()  # active products, no filter: what GET /products shows the public
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:

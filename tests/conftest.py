@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
@@ -28,6 +29,7 @@ from mercato.config import Settings
 from mercato.db import migrate
 from mercato.db.models import metadata
 from mercato.identity.models import User
+from mercato.platform import clock
 from mercato.platform.context import Services
 
 POSTGRES_URL = os.environ.get("MERCATO_TEST_POSTGRES_URL")
@@ -152,6 +154,16 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+async def run_jobs_after_reservation_ttl(services: Services) -> None:
+    """Run the jobs due once ``MERCATO_RESERVATION_TTL`` (plus 5 s) has passed, as the clock then reads."""
+    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
+    clock.set_clock(lambda: later)
+    try:
+        await services.jobs.run_due()
+    finally:
+        clock.set_clock(None)
 
 
 async def sent_mail(services: Services, to: str | None = None) -> list[EmailMessage]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +35,8 @@ def _settings() -> Settings:
 
 
 def _prepare_sqlite_dir(settings: Settings) -> None:
-    if settings.is_sqlite and ":///" in settings.database_url:
-        path = settings.database_url.split(":///", 1)[1]
-        if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if settings.sqlite_file is not None:
+        settings.sqlite_file.absolute().parent.mkdir(parents=True, exist_ok=True)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Environment(StrEnum):
@@ -197,6 +198,12 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """True when the database URL points at SQLite."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file of the URL; None for another database or an in-memory one."""
+        database = make_url(self.database_url).database if self.is_sqlite else None
+        return Path(database) if database and database != ":memory:" else None
 
     @property
     def uses_smtp(self) -> bool:

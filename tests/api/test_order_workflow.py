@@ -5,16 +5,14 @@ tracking, the shipping address, the events each change appends and the emails it
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
 
-from mercato.platform import clock
 from mercato.platform.context import Services
-from tests.conftest import bearer, make_admin, register, sent_mail, user_with_role
+from tests.conftest import bearer, make_admin, register, run_jobs_after_reservation_ttl, sent_mail, user_with_role
 
 ORDERS = "/api/v1/orders"
 ADDRESS = {
@@ -112,12 +110,7 @@ async def test_admin_confirms_an_unpaid_order_commits_stock_and_stops_the_reserv
     assert "Cash on delivery" in mail[1].get_content()
 
     # the reservation's expiry job runs after the TTL and leaves the confirmed order alone
-    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
-    clock.set_clock(lambda: later)
-    try:
-        await services.jobs.run_due()
-    finally:
-        clock.set_clock(None)
+    await run_jobs_after_reservation_ttl(services)
     after = (await client.get(f"{ORDERS}/{order['id']}", headers=customer)).json()
     assert (after["status"], after["payment_status"], after["cancel_reason"]) == ("processing", "unpaid", None)
     assert await levels(client, admin, pid) == (3, 0)

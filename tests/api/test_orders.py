@@ -19,7 +19,7 @@ from mercato.orders.models import Order, OrderEvent
 from mercato.platform import clock
 from mercato.platform.context import Services
 from mercato.promotions.models import Coupon
-from tests.conftest import bearer, make_admin, register, sent_mail, user_with_role
+from tests.conftest import bearer, make_admin, register, run_jobs_after_reservation_ttl, sent_mail, user_with_role
 
 ORDERS = "/api/v1/orders"
 ADDRESS = {
@@ -511,12 +511,7 @@ async def test_unpaid_order_expires_and_releases_stock(
     await services.jobs.run_due()  # not due yet: nothing happens
     assert (await client.get(f"{ORDERS}/{order['id']}", headers=bearer(user))).json()["status"] == "pending"
 
-    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
-    clock.set_clock(lambda: later)
-    try:
-        await services.jobs.run_due()
-    finally:
-        clock.set_clock(None)
+    await run_jobs_after_reservation_ttl(services)
 
     expired = (await client.get(f"{ORDERS}/{order['id']}", headers=bearer(user))).json()
     assert (expired["status"], expired["cancel_reason"]) == ("cancelled", "expired")
@@ -542,12 +537,7 @@ async def test_staff_order_on_the_web_channel_does_not_expire(
     order = created.json()
     assert (order["channel"], order["reservation_expires_at"]) == ("web", None)
 
-    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
-    clock.set_clock(lambda: later)
-    try:
-        await services.jobs.run_due()
-    finally:
-        clock.set_clock(None)
+    await run_jobs_after_reservation_ttl(services)
 
     after = (await client.get(f"{ORDERS}/{order['id']}", headers=admin)).json()
     assert (after["status"], after["cancel_reason"]) == ("pending", None)

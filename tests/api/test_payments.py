@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from mercato.platform import clock
 from mercato.platform.context import Services
 from mercato.platform.jobs import Job
 from tests.api.test_orders import ADDRESS, add, count, guest, product, stock
-from tests.conftest import Backend, bearer, make_admin, register, sent_mail
+from tests.conftest import Backend, bearer, make_admin, register, run_jobs_after_reservation_ttl, sent_mail
 
 PAYMENTS = "/api/v1/payments"
 
@@ -968,12 +968,7 @@ async def test_a_declined_order_keeps_its_reservation_until_it_expires(
     assert (await pay(client, order["id"], headers, payment_token="tok_chargeDeclined")).status_code == 402
     assert await stock(services, pid) == (5, 2)
 
-    later = datetime.now(UTC) + timedelta(seconds=services.settings.reservation_ttl + 5)
-    clock.set_clock(lambda: later)
-    try:
-        await services.jobs.run_due()
-    finally:
-        clock.set_clock(None)
+    await run_jobs_after_reservation_ttl(services)
 
     row = await order_row(services, order["id"])
     assert (row.status, row.cancel_reason, row.payment_status) == ("cancelled", "expired", "failed")

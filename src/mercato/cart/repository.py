@@ -9,11 +9,11 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.util import identity_key
 
 from mercato.cart.models import Cart, CartItem
+from mercato.db.queries import add_unique
 
 #: Statements built once, with their values as bind parameters (building one costs more CPU than running it).
 _CART_OF_USER = select(Cart).where(Cart.user_id == bindparam("user_id", type_=Cart.user_id.type))
@@ -66,13 +66,7 @@ async def add_cart(session: AsyncSession, cart: Cart) -> bool:
         session.add(cart)
         await session.flush()
         return True
-    try:
-        async with session.begin_nested():
-            session.add(cart)
-            await session.flush()
-    except IntegrityError:
-        return False
-    return True
+    return await add_unique(session, cart)
 
 
 async def items_of(session: AsyncSession, cart_id: uuid.UUID) -> list[CartItem]:

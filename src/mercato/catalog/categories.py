@@ -21,7 +21,7 @@ from mercato.catalog.schemas import (
     CategoryRead,
     CategoryUpdate,
 )
-from mercato.db.queries import Paged
+from mercato.db.queries import Paged, add_unique
 from mercato.errors import NotFound, ValidationFailed
 from mercato.platform import clock
 
@@ -88,7 +88,7 @@ async def create(session: AsyncSession, body: CategoryCreate) -> Category:
         updated_at=now,
     )
     for _ in range(_INSERT_ATTEMPTS):
-        if await repository.insert_unique(session, category):
+        if await add_unique(session, category):
             break
         if body.slug is not None:
             raise DuplicateValue(f"The slug {slug!r} is already used.")

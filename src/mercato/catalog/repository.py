@@ -292,23 +292,6 @@ async def slug_taken(
     return (await session.scalar(query.limit(1))) is not None
 
 
-async def insert_unique(session: AsyncSession, row: Product | Category | ProductVariant) -> bool:
-    """Insert ``row`` (and the variants it cascades to) in a savepoint.
-
-    Returns:
-        False when a unique constraint (slug, SKU) refused it: a concurrent request inserted the same value after
-        this one checked (PostgreSQL; SQLite's single writer cannot interleave). Only the savepoint is rolled
-        back, ``row`` is left out of the session, and the transaction can go on (or retry).
-    """
-    try:
-        async with session.begin_nested():
-            session.add(row)
-            await session.flush()
-    except IntegrityError:
-        return False
-    return True
-
-
 async def apply_unique(
     session: AsyncSession, row: Product | Category | ProductVariant, changes: dict[str, Any]
 ) -> bool:

@@ -32,7 +32,7 @@ from mercato.catalog.schemas import (
     page_json,
     product_json,
 )
-from mercato.db.queries import Paged
+from mercato.db.queries import Paged, add_unique
 from mercato.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from mercato.identity.models import Role
 from mercato.identity.principal import Principal
@@ -276,7 +276,7 @@ async def create_product(session: AsyncSession, principal: Principal, body: Prod
     variants = [_new_variant(product, spec, position) for position, spec in enumerate(body.variants)]
     # rows exist before their stock rows reference them
     for _ in range(_INSERT_ATTEMPTS):
-        if await repository.insert_unique(session, product):
+        if await add_unique(session, product):
             break
         await _check_skus(session, skus)  # a concurrent creation took them: the 409 names them
         if body.slug is not None:
@@ -427,7 +427,7 @@ async def add_variant(session: AsyncSession, principal: Principal, id_or_slug: s
     await _check_skus(session, [body.sku])
     variant = _new_variant(product, body, len(product.variants), attach=False)
     product.updated_at = clock.now()
-    if not await repository.insert_unique(session, variant):  # a concurrent request took the SKU
+    if not await add_unique(session, variant):  # a concurrent request took the SKU
         raise DuplicateValue(f"SKU already used: {body.sku}.")
     _stock_row(session, product, variant, body)
     await session.flush()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 T = TypeVar("T", covariant=True)
@@ -27,3 +28,20 @@ async def paged(session: AsyncSession, query: Select[Any], *, page: int, limit: 
     total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     items = (await session.execute(query.limit(limit).offset((page - 1) * limit))).scalars().all()
     return Paged(items, int(total or 0), page, limit)
+
+
+async def add_unique(session: AsyncSession, row: Any) -> bool:
+    """Insert ``row`` (and what it cascades to) in a savepoint.
+
+    Returns:
+        False when a unique constraint refused it: a concurrent request inserted the same value after this one
+        checked (PostgreSQL; SQLite's single writer cannot interleave). Only the savepoint is rolled back, ``row``
+        is left out of the session, and the transaction can go on (or retry).
+    """
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True

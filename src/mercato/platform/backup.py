@@ -110,10 +110,9 @@ def sqlite_path(settings: Settings) -> Path:
     Raises:
         BackupError: an in-memory database.
     """
-    database = make_url(settings.database_url).database
-    if not database or database == ":memory:":
+    if settings.sqlite_file is None:
         raise BackupError("an in-memory SQLite database cannot be backed up or restored")
-    return Path(database)
+    return settings.sqlite_file
 
 
 def default_path(settings: Settings, now: datetime) -> Path:
