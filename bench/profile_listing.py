@@ -1,13 +1,14 @@
 """Where an uncached product listing's CPU goes: the whole request through the ASGI app, ``/health`` the same way,
-and each part of ``catalog.service.listing`` (page rows, count, variants, images, stock levels, JSON assembly),
-one call after another in one process on a fresh database seeded with the demo store plus ``--scale`` products.
+and each part of ``catalog.service.listing`` (the page's one statement, with and without its count, the count
+alone, shaping the rows into JSON), one call after another in one process on a fresh database seeded with the
+demo store plus ``--scale`` products.
 
 Usage::
 
     .venv/bin/python bench/profile_listing.py [--scale 10000] [--requests 300]
 
-Prints CPU (all threads of the process) and wall milliseconds per call; the listing less its parts is the JSON
-assembly. The catalog cache is off (``MERCATO_CATALOG_CACHE_TTL=0``). Figures and their reading: bench/README.md.
+Prints CPU (all threads of the process) and wall milliseconds per call. The catalog cache is off
+(``MERCATO_CATALOG_CACHE_TTL=0``). Figures and their reading: bench/README.md.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ async def profile(n: int) -> None:
     from mercato.app import create_app
     from mercato.catalog import repository, service
     from mercato.config import Settings
-    from mercato.inventory import service as inventory
 
     app = create_app(Settings.load())
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -59,20 +59,33 @@ async def profile(n: int) -> None:
             await measure("GET /health", lambda: client.get("/health"), n)
         async with app.state.services.db.sessionmaker() as session:
             rows = await repository.listed_rows(session, filters, sort="-created_at", page=1, limit=20)
-            ids = [row["id"] for row in rows]
             parts: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                 (
                     "service.listing (all parts)",
                     lambda: service.listing(session, filters, sort="-created_at", page=1, limit=20),
                 ),
-                ("  page rows", lambda: repository.listed_rows(session, filters, sort="-created_at", page=1, limit=20)),
-                ("  count", lambda: repository.count_products(session, filters)),
-                ("  variants", lambda: repository.variant_rows(session, ids)),
-                ("  images", lambda: repository.image_rows(session, ids)),
-                ("  stock levels", lambda: inventory.levels(session, ids)),
+                (
+                    "  page statement",
+                    lambda: repository.listed_rows(session, filters, sort="-created_at", page=1, limit=20),
+                ),
+                (
+                    "    without the count",
+                    lambda: repository.listed_rows(
+                        session, filters, sort="-created_at", page=1, limit=20, counted=False
+                    ),
+                ),
+                ("  count alone", lambda: repository.count_products(session, filters)),
+                ("  shaping and JSON", lambda: _shape(session, rows)),
             ]
             for label, call in parts:
                 await measure(label, call, n)
+
+
+async def _shape(session: Any, rows: Any) -> bytes:
+    from mercato.catalog import service
+    from mercato.catalog.schemas import page_json
+
+    return page_json(service._shaped(session, rows), 10226, 1, 20)
 
 
 def main() -> None:

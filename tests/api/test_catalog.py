@@ -692,8 +692,8 @@ async def test_public_catalog_shape(client: httpx.AsyncClient, admin: dict[str, 
 async def test_listing_costs_a_fixed_number_of_queries(
     client: httpx.AsyncClient, admin: dict[str, str], services: Services
 ) -> None:
-    """No N+1: a page of products with variants, images and a category costs the same number of queries
-    whatever its size (staff listings are not cached, so every request reaches the database)."""
+    """No N+1: a page of products with variants, images, stock and a category, with its total, is one
+    statement whatever its size (staff listings are not cached, so every request reaches the database)."""
     from sqlalchemy import event
 
     from mercato.catalog import repository
@@ -714,7 +714,10 @@ async def test_listing_costs_a_fixed_number_of_queries(
     statements: list[str] = []
 
     def count_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+        # the listing's tables only: the caller's account may be read too, when its session cache entry expired
+        if statement.lstrip().upper().startswith("SELECT") and any(
+            table in statement for table in ("products", "categories", "product_", "inventory_items")
+        ):
             statements.append(statement)
 
     async def queries_for(limit: int) -> int:
@@ -731,8 +734,7 @@ async def test_listing_costs_a_fixed_number_of_queries(
         return len(statements)
 
     small, large = await queries_for(2), await queries_for(12)
-    assert small == large
-    assert large <= 8
+    assert small == large == 1
 
 
 async def test_listed_products_are_shaped_like_the_product_itself(
@@ -775,7 +777,7 @@ async def test_listed_products_are_shaped_like_the_product_itself(
 
 
 async def test_list_total_stays_right_after_writes(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
-    """The total comes from the page itself on the last page and from a count otherwise; both follow writes."""
+    """The total is counted in the page's own statement, and apart past the last page; both follow writes."""
     made = [await create(client, admin, name=f"Cup {i}") for i in range(3)]
 
     async def pagination(page: int) -> dict[str, int]:

@@ -162,6 +162,8 @@ async def test_list_filters_sorting_and_pages_apply(client: httpx.AsyncClient, a
     assert 'rel="next"' in first.headers["link"]
     assert await found(client, "wool", sort="price", limit=2, page=2) == ["Wool Blanket"]
     assert await found(client, "wool", sort="relevance", limit=2, page=3) == []
+    beyond = await client.get(SEARCH, params={"q": "wool", "limit": 2, "page": 3})  # counted apart from the page
+    assert beyond.json()["pagination"] == {"page": 3, "limit": 2, "total": 3, "total_pages": 2}
     assert (await client.get(SEARCH, params={"q": "wool", "category_id": str(uuid.uuid4())})).status_code == 404
 
 

@@ -10,7 +10,22 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, RowMapping, Select, bindparam, exists, func, or_, select, update
+from pydantic_core import from_json
+from sqlalchemy import (
+    JSON,
+    BindParameter,
+    RowMapping,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
@@ -24,6 +39,7 @@ from mercato.catalog.models import (
     ProductStatus,
     ProductVariant,
 )
+from mercato.db.base import from_cents
 from mercato.db.queries import Paged, paged
 from mercato.inventory.models import InventoryItem
 
@@ -184,20 +200,59 @@ _LISTED = (
     Category.slug.label("category_ref_slug"),
 )
 
+#: A listed product's variants, images and stock rows: the columns its JSON shows, which the page's own statement
+#: gathers as one JSON array of arrays per product and kind (see :func:`nested`).
+_VARIANT_COLUMNS = ("id", "sku", "name", "options", "price_modifier", "image_url", "position")
+_IMAGE_COLUMNS = ("id", "url", "thumbnail_url", "alt", "position", "width", "height")
+
+
+def _json_rows(dialect: str, product_id: Any, *values: Any) -> Any:
+    """A scalar subquery: ``values`` of every row whose ``product_id`` is the listed product, as the text of a
+    JSON array of arrays (``[]`` when there is none), in no particular order. The database builds it in C, which
+    costs far less than a statement of its own per kind and rows shaped by SQLAlchemy."""
+    if dialect == "sqlite":
+        shown = [func.json(value) if isinstance(value.type, JSON) else value for value in values]
+        aggregate = func.json_group_array(func.json_array(*shown))
+    else:
+        aggregate = func.coalesce(func.json_agg(func.json_build_array(*values)), literal_column("'[]'::json"))
+    return select(cast(aggregate, Text)).where(product_id == Product.id).scalar_subquery()
+
 
 @lru_cache(maxsize=256)
-def _listed(shape: _Shape, sort: str) -> Select[Any]:
+def _listed(shape: _Shape, sort: str, dialect: str, counted: bool) -> Select[Any]:
+    """One statement for a whole page: the page's ids are chosen first (filters, order, limit), then each is
+    joined to its columns, its category and its nested rows, so the subqueries run for the page's rows only
+    whatever the order needs (SQLite would otherwise compute them for every row it sorts)."""
     column = SORTS[sort.lstrip("-")]
-    order = [column.desc(), Product.id.desc()] if sort.startswith("-") else [column.asc(), Product.id.asc()]
+    descending = sort.startswith("-")
+    ids = _filtered(shape).with_only_columns(Product.id)
+    ids = ids.order_by(*(_order(column, descending))).limit(bindparam("limit")).offset(bindparam("offset"))
+    chosen = ids.subquery("page")
+    columns = [
+        *_LISTED,
+        _json_rows(dialect, ProductVariant.product_id, *(getattr(ProductVariant, c) for c in _VARIANT_COLUMNS)).label(
+            "variants"
+        ),
+        _json_rows(dialect, ProductImage.product_id, *(getattr(ProductImage, c) for c in _IMAGE_COLUMNS)).label(
+            "images"
+        ),
+        _json_rows(
+            dialect, InventoryItem.product_id, InventoryItem.variant_id, InventoryItem.on_hand - InventoryItem.reserved
+        ).label("stock"),
+    ]
+    if counted:  # not correlated: counted once per statement, over the whole filtered set
+        columns.append(_counted(shape).correlate(None).scalar_subquery().label("total"))
     return (
-        _filtered(shape)
-        .with_only_columns(*_LISTED)
-        .select_from(Product)
+        select(*columns)
+        .select_from(chosen)
+        .join(Product, Product.id == chosen.c.id)
         .outerjoin(Category, Category.id == Product.category_id)
-        .order_by(*order)
-        .limit(bindparam("limit"))
-        .offset(bindparam("offset"))
+        .order_by(*_order(column, descending))
     )
+
+
+def _order(column: Any, descending: bool) -> list[Any]:
+    return [column.desc(), Product.id.desc()] if descending else [column.asc(), Product.id.asc()]
 
 
 @lru_cache(maxsize=256)
@@ -206,9 +261,9 @@ def _counted(shape: _Shape) -> Select[Any]:
 
 
 async def listed_rows(
-    session: AsyncSession, filters: ProductFilter, *, sort: str, page: int, limit: int
+    session: AsyncSession, filters: ProductFilter, *, sort: str, page: int, limit: int, counted: bool = True
 ) -> Sequence[RowMapping]:
-    """One page of products matching ``filters`` as plain rows (one query; no ORM entities are built).
+    """One page of products matching ``filters`` as plain rows, in one statement (no ORM entities are built).
 
     Args:
         session: any session.
@@ -216,53 +271,55 @@ async def listed_rows(
         sort: a key of :data:`SORTS`, ``-`` in front for descending; ties are broken by id.
         page: 1-based page number.
         limit: rows per page.
+        counted: add the number of products matching ``filters`` (all pages) to every row as ``total``.
 
     Returns:
-        Row mappings with every product column but ``units_sold_30d``, plus the product's category as
-        ``category_ref_id``, ``category_ref_name`` and ``category_ref_slug`` (None without a category).
+        Row mappings with every product column but ``units_sold_30d``; the product's category as
+        ``category_ref_id``, ``category_ref_name`` and ``category_ref_slug`` (None without a category);
+        ``variants``, ``images`` and ``stock`` to read with :func:`nested`; ``total`` when ``counted``.
     """
     params = filter_params(filters) | {"limit": limit, "offset": (page - 1) * limit}
-    rows: Sequence[RowMapping] = (await session.execute(_listed(_shape(filters), sort), params)).mappings().all()
+    query = _listed(_shape(filters), sort, session.get_bind().dialect.name, counted)
+    rows: Sequence[RowMapping] = (await session.execute(query, params)).mappings().all()
     return rows
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A listed row's variants and images (dicts of their shown columns, ``price_modifier`` a ``Decimal``, in
+    position order) and its stock rows' available units keyed by variant id (None for the product's own)."""
+
+    variants: list[dict[str, Any]]
+    images: list[dict[str, Any]]
+    available: dict[uuid.UUID | None, int]
+
+
+def nested(row: RowMapping) -> Nested:
+    """The variants, images and stock of a row of :func:`listed_rows`.
+
+    Raises:
+        ValueError: the row's JSON is not what :func:`listed_rows` builds.
+    """
+    variants = [dict(zip(_VARIANT_COLUMNS, values, strict=True)) for values in from_json(row["variants"])]
+    for variant in variants:
+        variant["id"] = uuid.UUID(variant["id"])
+        variant["price_modifier"] = from_cents(variant["price_modifier"])
+    images = [dict(zip(_IMAGE_COLUMNS, values, strict=True)) for values in from_json(row["images"])]
+    for image in images:
+        image["id"] = uuid.UUID(image["id"])
+    available = {
+        None if variant_id is None else uuid.UUID(variant_id): units for variant_id, units in from_json(row["stock"])
+    }
+    return Nested(sorted(variants, key=_by_position), sorted(images, key=_by_position), available)
+
+
+def _by_position(row: dict[str, Any]) -> tuple[int, uuid.UUID]:
+    return row["position"], row["id"]
 
 
 async def count_products(session: AsyncSession, filters: ProductFilter) -> int:
     """How many products match ``filters``."""
     return int(await session.scalar(_counted(_shape(filters)), filter_params(filters)) or 0)
-
-
-def _of_products(model: type[ProductVariant] | type[ProductImage], *columns: str) -> Select[Any]:
-    """``columns`` of the rows of ``model`` that belong to the products ``:product_ids``, by product then position
-    (built once per model)."""
-    return (
-        select(*(getattr(model, column) for column in ("id", "product_id", *columns)))
-        .where(model.product_id.in_(bindparam("product_ids", expanding=True)))
-        .order_by(model.product_id, model.position, model.id)
-    )
-
-
-#: A listed product's variants and images: the columns its JSON shows.
-_VARIANTS_OF = _of_products(ProductVariant, "sku", "name", "options", "price_modifier", "image_url")
-_IMAGES_OF = _of_products(ProductImage, "url", "thumbnail_url", "alt", "position", "width", "height")
-
-
-async def variant_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
-    """The variants of these products as plain rows (id, product_id, sku, name, options, price_modifier,
-    image_url), by product then position (one query)."""
-    return await _rows_of(session, _VARIANTS_OF, product_ids)
-
-
-async def image_rows(session: AsyncSession, product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
-    """The images of these products as plain rows (id, product_id, url, thumbnail_url, alt, position, width,
-    height), by product then position (one query)."""
-    return await _rows_of(session, _IMAGES_OF, product_ids)
-
-
-async def _rows_of(session: AsyncSession, query: Select[Any], product_ids: Sequence[uuid.UUID]) -> Sequence[RowMapping]:
-    if not product_ids:
-        return []
-    rows: Sequence[RowMapping] = (await session.execute(query, {"product_ids": list(product_ids)})).mappings().all()
-    return rows
 
 
 async def deleted_products(session: AsyncSession, *, page: int, limit: int) -> Paged[Product]:

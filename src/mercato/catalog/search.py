@@ -38,7 +38,6 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 from sqlalchemy import (
     ColumnElement,
-    Select,
     String,
     TextClause,
     Uuid,
@@ -386,16 +385,25 @@ async def search(
         .join(_INDEX, _INDEX.c.product_id == Product.id)
         .where(*conditions)
     )
-    total = await session.scalar(select(func.count()).select_from(matching.subquery()), params)
-    if sort == RELEVANCE:
-        order: list[Any] = [score.desc(), Product.id.asc()]
-    else:
-        sort_column = repository.SORTS[sort.lstrip("-")]
-        descending = sort.startswith("-")
-        order = [sort_column.desc(), Product.id.desc()] if descending else [sort_column.asc(), Product.id.asc()]
-    page_query: Select[Any] = matching.order_by(*order).limit(limit).offset((page - 1) * limit)
-    ids = list(await session.scalars(page_query, params))
-    return Hits(ids, int(total or 0))
+    key = score if sort == RELEVANCE else repository.SORTS[sort.lstrip("-")]
+    # SQLite allows bm25() in no query that has a window function: rank in a subquery, count and page outside
+    ranked = matching.add_columns(key.label("sort_key")).subquery("ranked")
+    descending = sort == RELEVANCE or sort.startswith("-")
+    tiebreak = ranked.c.id.desc() if descending and sort != RELEVANCE else ranked.c.id.asc()
+    # the count of all matches comes with the page: ranking them has visited every match anyway
+    page_query = (
+        select(ranked.c.id, func.count().over().label("total"))
+        .order_by(ranked.c.sort_key.desc() if descending else ranked.c.sort_key.asc(), tiebreak)
+        .limit(limit)
+        .offset((page - 1) * limit)
+    )
+    rows = (await session.execute(page_query, params)).all()
+    if rows:
+        return Hits([row[0] for row in rows], int(rows[0][1]))
+    if page == 1:
+        return Hits([], 0)
+    total = await session.scalar(select(func.count()).select_from(matching.subquery()), params)  # past the end
+    return Hits([], int(total or 0))
 
 
 async def similar(session: AsyncSession, product: Product, *, limit: int) -> list[uuid.UUID]:

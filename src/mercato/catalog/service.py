@@ -139,8 +139,8 @@ def _visible(principal: Principal | None, product: Product) -> bool:
 async def listing(
     session: AsyncSession, filters: repository.ProductFilter, *, sort: str, page: int, limit: int
 ) -> tuple[bytes, int]:
-    """A page of products as the JSON of ``Page[ProductRead]``, built from plain rows in four queries (products
-    with their category, variants, images, stock), plus a count unless the page itself tells the total.
+    """A page of products as the JSON of ``Page[ProductRead]``, built from plain rows of one statement (products,
+    their category, variants, images, stock and the count of all matching products).
 
     Args:
         session: any session.
@@ -153,11 +153,13 @@ async def listing(
         The JSON body and the total number of matching products (for the ``Link`` header).
     """
     rows = await repository.listed_rows(session, filters, sort=sort, page=page, limit=limit)
-    if (rows and len(rows) < limit) or (page == 1 and not rows):
-        total = (page - 1) * limit + len(rows)  # the last page: no need to count
-    else:
+    if rows:
+        total = int(rows[0]["total"])
+    elif page == 1:
+        total = 0
+    else:  # past the last page: no row carries the count
         total = await repository.count_products(session, filters)
-    return page_json(await _shaped(session, rows), total, page, limit), total
+    return page_json(_shaped(session, rows), total, page, limit), total
 
 
 async def listing_of(
@@ -185,32 +187,23 @@ async def listing_of(
     """
     rows: Sequence[Any] = []
     if ids:
-        found = await repository.listed_rows(session, replace(filters, ids=ids), sort="name", page=1, limit=len(ids))
+        found = await repository.listed_rows(
+            session, replace(filters, ids=ids), sort="name", page=1, limit=len(ids), counted=False
+        )
         position = {product_id: index for index, product_id in enumerate(ids)}
         rows = sorted(found, key=lambda row: position[row["id"]])
     total = len(rows) if total is None else total
-    return page_json(await _shaped(session, rows), total, page, limit), total
+    return page_json(_shaped(session, rows), total, page, limit), total
 
 
-async def _shaped(session: AsyncSession, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """Listed rows with their variants, images and stock (three queries), as ``product_json`` dicts."""
-    ids = [row["id"] for row in rows]
-    variants: dict[uuid.UUID, list[Any]] = {}
-    for variant in await repository.variant_rows(session, ids):
-        variants.setdefault(variant["product_id"], []).append(variant)
-    images: dict[uuid.UUID, list[Any]] = {}
-    for image in await repository.image_rows(session, ids):
-        images.setdefault(image["product_id"], []).append(image)
-    available: dict[uuid.UUID, dict[uuid.UUID | None, int]] = {}
-    for (product_id, variant_id), level in (await inventory_service.levels(session, ids)).items():
-        available.setdefault(product_id, {})[variant_id] = level.available
+def _shaped(session: AsyncSession, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rows of ``repository.listed_rows`` as ``product_json`` dicts."""
     currency = services_of(session).settings.currency
-    return [
-        product_json(
-            row, variants.get(row["id"], []), images.get(row["id"], []), available.get(row["id"], {}), currency
-        )
-        for row in rows
-    ]
+    shaped = []
+    for row in rows:
+        found = repository.nested(row)
+        shaped.append(product_json(row, found.variants, found.images, found.available, currency))
+    return shaped
 
 
 async def category_filter(session: AsyncSession, category_id: str | None) -> set[uuid.UUID] | None:
