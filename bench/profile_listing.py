@@ -1,7 +1,7 @@
 """Where an uncached product listing's CPU goes: the whole request through the ASGI app, ``/health`` the same way,
-and each part of ``catalog.service.listing`` (the page's one statement, with and without its count, the count
-alone, shaping the rows into JSON), one call after another in one process on a fresh database seeded with the
-demo store plus ``--scale`` products.
+and each part of ``catalog.service.listing`` (the page's one statement, which serialises the products, with
+and without its count, and the count alone), one call after another in one process on a fresh database seeded
+with the demo store plus ``--scale`` products.
 
 Usage::
 
@@ -57,8 +57,8 @@ async def profile(n: int) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             await measure("GET /api/v1/products?limit=20", lambda: client.get("/api/v1/products?limit=20"), n)
             await measure("GET /health", lambda: client.get("/health"), n)
+        currency = app.state.services.settings.currency
         async with app.state.services.db.sessionmaker() as session:
-            rows = await repository.listed_rows(session, filters, sort="-created_at", page=1, limit=20)
             parts: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
                 (
                     "service.listing (all parts)",
@@ -66,26 +66,20 @@ async def profile(n: int) -> None:
                 ),
                 (
                     "  page statement",
-                    lambda: repository.listed_rows(session, filters, sort="-created_at", page=1, limit=20),
+                    lambda: repository.listed_rows(
+                        session, filters, sort="-created_at", page=1, limit=20, currency=currency
+                    ),
                 ),
                 (
                     "    without the count",
                     lambda: repository.listed_rows(
-                        session, filters, sort="-created_at", page=1, limit=20, counted=False
+                        session, filters, sort="-created_at", page=1, limit=20, currency=currency, counted=False
                     ),
                 ),
                 ("  count alone", lambda: repository.count_products(session, filters)),
-                ("  shaping and JSON", lambda: _shape(session, rows)),
             ]
             for label, call in parts:
                 await measure(label, call, n)
-
-
-async def _shape(session: Any, rows: Any) -> bytes:
-    from mercato.catalog import service
-    from mercato.catalog.schemas import page_json
-
-    return page_json(service._shaped(session, rows), 10226, 1, 20)
 
 
 def main() -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from mercato.catalog import categories
-from mercato.catalog.models import Category, Product, ProductVariant
+from mercato.catalog.models import Category, Product, ProductImage, ProductVariant
 from mercato.inventory.models import InventoryItem
 from mercato.platform.context import Services
 from tests.conftest import bearer, make_admin, register
@@ -763,17 +765,35 @@ async def test_listed_products_are_shaped_like_the_product_itself(
     )
     async with services.db.session(write=True) as session:
         await repository.add_remote_images(
-            session, uuid.UUID(full["id"]), [("https://img.example/l.jpg", "https://img.example/t.jpg", "Lamp")]
+            session,
+            uuid.UUID(full["id"]),
+            [
+                ("https://img.example/l.jpg", "https://img.example/t.jpg", "Lamp"),
+                ("https://img.example/b.jpg", None, None),
+            ],
         )
-    plain = await create(client, admin, name="Lamp Plain", stock=3)
+        await session.flush()
+        # the second image first; a rating; a creation time on a whole second (shown without a fraction)
+        await session.execute(
+            update(ProductImage).where(ProductImage.url == "https://img.example/b.jpg").values(position=-1)
+        )
+        await session.execute(
+            update(Product)
+            .where(Product.id == uuid.UUID(full["id"]))
+            .values(rating_average=Decimal("4.5"), rating_count=2, created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+        )
+    plain = await create(client, admin, name='Lamp Plain "Ünïcode" — ✓', stock=3)
     listed = (await client.get(P, params={"sort": "name"})).json()
     found = (await client.get(f"{P}/search", params={"q": "lamp", "sort": "name"})).json()
     for body in (listed, found):
         assert body["pagination"] == {"page": 1, "limit": 20, "total": 2, "total_pages": 1}
         singles = [(await client.get(f"{P}/{p['id']}")).json() for p in (full, plain)]
         assert body["data"] == singles
-    assert listed["data"][0]["variants"][0]["price"] == "0.00"  # never below zero
-    assert listed["data"][0]["images"][0]["alt"] == "Lamp"
+    shown = listed["data"][0]
+    assert shown["variants"][0]["price"] == "0.00"  # never below zero
+    assert [image["alt"] for image in shown["images"]] == [None, "Lamp"]
+    assert (shown["rating_average"], shown["created_at"]) == ("4.50", "2026-01-02T03:04:05Z")
+    assert (shown["stock"], shown["in_stock"], listed["data"][1]["compare_at_price"]) == (2, True, None)
 
 
 async def test_list_total_stays_right_after_writes(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

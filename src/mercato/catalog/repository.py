@@ -10,18 +10,16 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from pydantic_core import from_json
 from sqlalchemy import (
-    JSON,
     BindParameter,
     RowMapping,
     Select,
-    Text,
+    String,
     bindparam,
-    cast,
+    case,
     exists,
     func,
-    literal_column,
+    null,
     or_,
     select,
     update,
@@ -29,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.sql.elements import ColumnElement
 
 from mercato.catalog.models import (
     Attribute,
@@ -39,7 +38,7 @@ from mercato.catalog.models import (
     ProductStatus,
     ProductVariant,
 )
-from mercato.db.base import from_cents
+from mercato.db.json_sql import JsonSql
 from mercato.db.queries import Paged, paged
 from mercato.inventory.models import InventoryItem
 
@@ -200,46 +199,93 @@ _LISTED = (
     Category.slug.label("category_ref_slug"),
 )
 
-#: A listed product's variants, images and stock rows: the columns its JSON shows, which the page's own statement
-#: gathers as one JSON array of arrays per product and kind (see :func:`nested`).
-_VARIANT_COLUMNS = ("id", "sku", "name", "options", "price_modifier", "image_url", "position")
-_IMAGE_COLUMNS = ("id", "url", "thumbnail_url", "alt", "position", "width", "height")
+
+_BY_POSITION: dict[Any, tuple[Any, ...]] = {
+    model: (model.position, model.id) for model in (ProductImage, ProductVariant)
+}
 
 
-def _json_rows(dialect: str, product_id: Any, *values: Any) -> Any:
-    """A scalar subquery: ``values`` of every row whose ``product_id`` is the listed product, as the text of a
-    JSON array of arrays (``[]`` when there is none), in no particular order. The database builds it in C, which
-    costs far less than a statement of its own per kind and rows shaped by SQLAlchemy."""
-    if dialect == "sqlite":
-        shown = [func.json(value) if isinstance(value.type, JSON) else value for value in values]
-        aggregate = func.json_group_array(func.json_array(*shown))
-    else:
-        aggregate = func.coalesce(func.json_agg(func.json_build_array(*values)), literal_column("'[]'::json"))
-    return select(cast(aggregate, Text)).where(product_id == Product.id).scalar_subquery()
+def _product_json(dialect: str) -> ColumnElement[Any]:
+    """A listed product (of the enclosing query's ``products`` and ``categories`` rows) as the JSON text of
+    :class:`~mercato.catalog.schemas.ProductRead`: same fields in the same order, same formats. The store currency
+    is the bind parameter ``currency``. Built by the database (see :mod:`mercato.db.json_sql`)."""
+    j = JsonSql(dialect)
+    available = InventoryItem.on_hand - InventoryItem.reserved
+    of_variant = select(available).where(InventoryItem.variant_id == ProductVariant.id).scalar_subquery()
+    variant_stock = j.greatest(func.coalesce(of_variant, 0), 0)
+    variant = j.object(
+        ("id", j.uuid(ProductVariant.id)),
+        ("product_id", j.uuid(ProductVariant.product_id)),
+        ("sku", ProductVariant.sku),
+        ("name", ProductVariant.name),
+        ("options", j.embedded(ProductVariant.options)),
+        ("price_modifier", j.money(ProductVariant.price_modifier)),
+        ("price", j.money(j.greatest(Product.price + ProductVariant.price_modifier, 0))),  # rules.variant_price
+        ("stock", variant_stock),
+        ("image_url", ProductVariant.image_url),
+    )
+    image = j.object(
+        ("id", j.uuid(ProductImage.id)),
+        *(
+            (name, getattr(ProductImage, name))
+            for name in ("url", "thumbnail_url", "alt", "position", "width", "height")
+        ),
+    )
+    # rules.product_stock: the sum over its variants when it has some (never NULL then), else its own row's
+    own = select(j.greatest(available, 0)).where(
+        InventoryItem.product_id == Product.id, InventoryItem.variant_id.is_(None)
+    )
+    variants_stock = select(func.sum(variant_stock)).where(ProductVariant.product_id == Product.id)
+    stock = func.coalesce(variants_stock.scalar_subquery(), own.scalar_subquery(), 0)
+    category = j.object(("id", j.uuid(Category.id)), ("name", Category.name), ("slug", Category.slug))
+    return j.object(
+        ("id", j.uuid(Product.id)),
+        ("name", Product.name),
+        ("slug", Product.slug),
+        ("description", Product.description),
+        ("sku", Product.sku),
+        ("price", j.money(Product.price)),
+        ("compare_at_price", j.money(Product.compare_at_price)),
+        ("currency", bindparam("currency", type_=String)),
+        ("status", Product.status),
+        ("category_id", j.uuid(Product.category_id)),
+        ("category", j.embedded(case((Category.id.is_(None), null()), else_=category))),
+        ("vendor_id", j.uuid(Product.vendor_id)),
+        ("brand", Product.brand),
+        ("attributes", j.embedded(Product.attributes)),
+        ("specifications", j.embedded(Product.specifications)),
+        ("tags", j.embedded(Product.tags)),
+        (
+            "images",
+            j.array(image, ProductImage.product_id == Product.id, (ProductImage.position, ProductImage.id), Product),
+        ),
+        (
+            "variants",
+            j.array(
+                variant, ProductVariant.product_id == Product.id, (ProductVariant.position, ProductVariant.id), Product
+            ),
+        ),
+        ("stock", stock),
+        ("in_stock", j.boolean(stock > 0)),
+        ("rating_average", j.decimal2(Product.rating_average)),
+        ("rating_count", Product.rating_count),
+        ("weight_grams", Product.weight_grams),
+        ("created_at", j.instant(Product.created_at)),
+        ("updated_at", j.instant(Product.updated_at)),
+    )
 
 
 @lru_cache(maxsize=256)
 def _listed(shape: _Shape, sort: str, dialect: str, counted: bool) -> Select[Any]:
     """One statement for a whole page: the page's ids are chosen first (filters, order, limit), then each is
-    joined to its columns, its category and its nested rows, so the subqueries run for the page's rows only
-    whatever the order needs (SQLite would otherwise compute them for every row it sorts)."""
+    joined to its row and category and serialised, so the JSON is built for the page's rows only whatever the
+    order needs (SQLite would otherwise build it for every row it sorts)."""
     column = SORTS[sort.lstrip("-")]
     descending = sort.startswith("-")
     ids = _filtered(shape).with_only_columns(Product.id)
     ids = ids.order_by(*(_order(column, descending))).limit(bindparam("limit")).offset(bindparam("offset"))
     chosen = ids.subquery("page")
-    columns = [
-        *_LISTED,
-        _json_rows(dialect, ProductVariant.product_id, *(getattr(ProductVariant, c) for c in _VARIANT_COLUMNS)).label(
-            "variants"
-        ),
-        _json_rows(dialect, ProductImage.product_id, *(getattr(ProductImage, c) for c in _IMAGE_COLUMNS)).label(
-            "images"
-        ),
-        _json_rows(
-            dialect, InventoryItem.product_id, InventoryItem.variant_id, InventoryItem.on_hand - InventoryItem.reserved
-        ).label("stock"),
-    ]
+    columns: list[Any] = [Product.id, JsonSql(dialect).text(_product_json(dialect)).label("json")]
     if counted:  # not correlated: counted once per statement, over the whole filtered set
         columns.append(_counted(shape).correlate(None).scalar_subquery().label("total"))
     return (
@@ -261,9 +307,16 @@ def _counted(shape: _Shape) -> Select[Any]:
 
 
 async def listed_rows(
-    session: AsyncSession, filters: ProductFilter, *, sort: str, page: int, limit: int, counted: bool = True
+    session: AsyncSession,
+    filters: ProductFilter,
+    *,
+    sort: str,
+    page: int,
+    limit: int,
+    currency: str,
+    counted: bool = True,
 ) -> Sequence[RowMapping]:
-    """One page of products matching ``filters`` as plain rows, in one statement (no ORM entities are built).
+    """One page of products matching ``filters``, serialised by the database, in one statement.
 
     Args:
         session: any session.
@@ -271,50 +324,19 @@ async def listed_rows(
         sort: a key of :data:`SORTS`, ``-`` in front for descending; ties are broken by id.
         page: 1-based page number.
         limit: rows per page.
+        currency: the store currency (ISO 4217) shown on every product.
         counted: add the number of products matching ``filters`` (all pages) to every row as ``total``.
 
     Returns:
-        Row mappings with every product column but ``units_sold_30d``; the product's category as
-        ``category_ref_id``, ``category_ref_name`` and ``category_ref_slug`` (None without a category);
-        ``variants``, ``images`` and ``stock`` to read with :func:`nested`; ``total`` when ``counted``.
+        Row mappings: ``id`` (UUID), ``json`` (the product as the JSON text of ``ProductRead``), and ``total``
+        when ``counted``.
     """
-    params = filter_params(filters) | {"limit": limit, "offset": (page - 1) * limit}
+    params = filter_params(filters) | {"limit": limit, "offset": (page - 1) * limit, "currency": currency}
     query = _listed(_shape(filters), sort, session.get_bind().dialect.name, counted)
-    rows: Sequence[RowMapping] = (await session.execute(query, params)).mappings().all()
+    # through the session's connection: a Core statement needs none of the ORM's result machinery
+    connection = await session.connection()
+    rows: Sequence[RowMapping] = (await connection.execute(query, params)).mappings().all()
     return rows
-
-
-@dataclass(frozen=True)
-class Nested:
-    """A listed row's variants and images (dicts of their shown columns, ``price_modifier`` a ``Decimal``, in
-    position order) and its stock rows' available units keyed by variant id (None for the product's own)."""
-
-    variants: list[dict[str, Any]]
-    images: list[dict[str, Any]]
-    available: dict[uuid.UUID | None, int]
-
-
-def nested(row: RowMapping) -> Nested:
-    """The variants, images and stock of a row of :func:`listed_rows`.
-
-    Raises:
-        ValueError: the row's JSON is not what :func:`listed_rows` builds.
-    """
-    variants = [dict(zip(_VARIANT_COLUMNS, values, strict=True)) for values in from_json(row["variants"])]
-    for variant in variants:
-        variant["id"] = uuid.UUID(variant["id"])
-        variant["price_modifier"] = from_cents(variant["price_modifier"])
-    images = [dict(zip(_IMAGE_COLUMNS, values, strict=True)) for values in from_json(row["images"])]
-    for image in images:
-        image["id"] = uuid.UUID(image["id"])
-    available = {
-        None if variant_id is None else uuid.UUID(variant_id): units for variant_id, units in from_json(row["stock"])
-    }
-    return Nested(sorted(variants, key=_by_position), sorted(images, key=_by_position), available)
-
-
-def _by_position(row: dict[str, Any]) -> tuple[int, uuid.UUID]:
-    return row["position"], row["id"]
 
 
 async def count_products(session: AsyncSession, filters: ProductFilter) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -17,7 +17,7 @@ from pydantic import AfterValidator, ConfigDict, Field, field_serializer, field_
 from pydantic_core import to_json
 
 from mercato.catalog.models import ProductStatus
-from mercato.catalog.rules import RESERVED_SLUGS, product_stock, variant_price
+from mercato.catalog.rules import RESERVED_SLUGS
 from mercato.schemas import RequestModel, ResponseModel
 
 Price = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2, examples=["19.99"])]
@@ -316,97 +316,18 @@ class ProductRead(ResponseModel):
         return _money(value)
 
 
-# --- the listing's lean path: rows straight to JSON -----------------------------------------------------------
+# --- the listing's lean path ---------------------------------------------------------------------------------
 # A page of 20 products validated as ProductRead models costs about as much CPU as the rest of the request, so
-# listings and search results shape plain rows into dicts in ProductRead's field order and serialise them with
-# pydantic-core's serialiser (the one ProductRead uses): the bytes are the same (tests/api/test_catalog.py).
+# listings and search results are serialised by the database (``catalog.repository._product_json``) and only
+# wrapped in the envelope here; tests/api/test_catalog.py checks that each item equals the product's own JSON.
 
 
-def product_json(
-    row: Mapping[str, Any],
-    variants: Sequence[Mapping[str, Any]],
-    images: Sequence[Mapping[str, Any]],
-    available: Mapping[uuid.UUID | None, int],
-    currency: str,
-) -> dict[str, Any]:
-    """A listed product shaped exactly as :class:`ProductRead` serialises it.
-
-    Args:
-        row: the product's columns plus ``category_ref_id/_name/_slug`` (see ``repository.listed_rows``).
-        variants: its variant rows, in position order.
-        images: its image rows, in position order.
-        available: available units (on hand minus reserved) of the product's stock rows, keyed by variant id
-            (None for the product's own row); a missing row counts as 0.
-        currency: the store currency (ISO 4217).
-
-    Returns:
-        A dict of JSON-ready values (money as two-decimal strings) for :func:`page_json`.
-    """
-    price = row["price"]
-    shown = [
-        {
-            "id": v["id"],
-            "product_id": row["id"],
-            "sku": v["sku"],
-            "name": v["name"],
-            "options": v["options"],
-            "price_modifier": _money(v["price_modifier"]),
-            "price": _money(variant_price(price, v["price_modifier"])),
-            "stock": max(0, available.get(v["id"], 0)),
-            "image_url": v["image_url"],
-        }
-        for v in variants
-    ]
-    stock = product_stock(available.get(None, 0), (v["stock"] for v in shown), bool(shown))
-    category_id = row["category_ref_id"]
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "slug": row["slug"],
-        "description": row["description"],
-        "sku": row["sku"],
-        "price": _money(price),
-        "compare_at_price": _money(row["compare_at_price"]),
-        "currency": currency,
-        "status": row["status"],
-        "category_id": row["category_id"],
-        "category": None
-        if category_id is None
-        else {"id": category_id, "name": row["category_ref_name"], "slug": row["category_ref_slug"]},
-        "vendor_id": row["vendor_id"],
-        "brand": row["brand"],
-        "attributes": row["attributes"],
-        "specifications": row["specifications"],
-        "tags": row["tags"],
-        "images": [
-            {
-                "id": i["id"],
-                "url": i["url"],
-                "thumbnail_url": i["thumbnail_url"],
-                "alt": i["alt"],
-                "position": i["position"],
-                "width": i["width"],
-                "height": i["height"],
-            }
-            for i in images
-        ],
-        "variants": shown,
-        "stock": stock,
-        "in_stock": stock > 0,
-        "rating_average": _money(row["rating_average"]),
-        "rating_count": row["rating_count"],
-        "weight_grams": row["weight_grams"],
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
-
-
-def page_json(items: list[dict[str, Any]], total: int, page: int, limit: int) -> bytes:
-    """The list envelope ``{"data": [...], "pagination": {...}}`` of :func:`product_json` items, serialised as
+def page_json(items: Sequence[str], total: int, page: int, limit: int) -> bytes:
+    """The list envelope ``{"data": [...], "pagination": {...}}`` of products already serialised, as
     ``Page[ProductRead]`` would be (API.md §1).
 
     Args:
-        items: the page's products from :func:`product_json`.
+        items: each product of the page as the JSON text of ``ProductRead``.
         total: products matching in all.
         page: 1-based page number.
         limit: products per page (≥ 1).
@@ -416,7 +337,7 @@ def page_json(items: list[dict[str, Any]], total: int, page: int, limit: int) ->
     """
     total_pages = math.ceil(total / limit) if total else 0
     pagination = {"page": page, "limit": limit, "total": total, "total_pages": total_pages}
-    return to_json({"data": items, "pagination": pagination})
+    return b'{"data":[' + ",".join(items).encode() + b'],"pagination":' + to_json(pagination) + b"}"
 
 
 class CategoryCreate(RequestModel):

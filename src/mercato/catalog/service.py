@@ -30,7 +30,6 @@ from mercato.catalog.schemas import (
     VariantRead,
     VariantUpdate,
     page_json,
-    product_json,
 )
 from mercato.db.queries import Paged, add_unique
 from mercato.errors import DomainError, Forbidden, NotFound, ValidationFailed
@@ -139,8 +138,8 @@ def _visible(principal: Principal | None, product: Product) -> bool:
 async def listing(
     session: AsyncSession, filters: repository.ProductFilter, *, sort: str, page: int, limit: int
 ) -> tuple[bytes, int]:
-    """A page of products as the JSON of ``Page[ProductRead]``, built from plain rows of one statement (products,
-    their category, variants, images, stock and the count of all matching products).
+    """A page of products as the JSON of ``Page[ProductRead]``, from one statement that serialises the products
+    and counts all matching ones.
 
     Args:
         session: any session.
@@ -152,14 +151,15 @@ async def listing(
     Returns:
         The JSON body and the total number of matching products (for the ``Link`` header).
     """
-    rows = await repository.listed_rows(session, filters, sort=sort, page=page, limit=limit)
+    currency = services_of(session).settings.currency
+    rows = await repository.listed_rows(session, filters, sort=sort, page=page, limit=limit, currency=currency)
     if rows:
         total = int(rows[0]["total"])
     elif page == 1:
         total = 0
     else:  # past the last page: no row carries the count
         total = await repository.count_products(session, filters)
-    return page_json(_shaped(session, rows), total, page, limit), total
+    return page_json([row["json"] for row in rows], total, page, limit), total
 
 
 async def listing_of(
@@ -188,22 +188,18 @@ async def listing_of(
     rows: Sequence[Any] = []
     if ids:
         found = await repository.listed_rows(
-            session, replace(filters, ids=ids), sort="name", page=1, limit=len(ids), counted=False
+            session,
+            replace(filters, ids=ids),
+            sort="name",
+            page=1,
+            limit=len(ids),
+            currency=services_of(session).settings.currency,
+            counted=False,
         )
         position = {product_id: index for index, product_id in enumerate(ids)}
         rows = sorted(found, key=lambda row: position[row["id"]])
     total = len(rows) if total is None else total
-    return page_json(_shaped(session, rows), total, page, limit), total
-
-
-def _shaped(session: AsyncSession, rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """Rows of ``repository.listed_rows`` as ``product_json`` dicts."""
-    currency = services_of(session).settings.currency
-    shaped = []
-    for row in rows:
-        found = repository.nested(row)
-        shaped.append(product_json(row, found.variants, found.images, found.available, currency))
-    return shaped
+    return page_json([row["json"] for row in rows], total, page, limit), total
 
 
 async def category_filter(session: AsyncSession, category_id: str | None) -> set[uuid.UUID] | None:
