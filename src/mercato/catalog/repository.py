@@ -38,7 +38,7 @@ from mercato.catalog.models import (
     ProductStatus,
     ProductVariant,
 )
-from mercato.db.json_sql import JsonSql
+from mercato.db.json_sql import JsonSql, sql_constant
 from mercato.db.queries import Paged, paged
 from mercato.inventory.models import InventoryItem
 
@@ -210,9 +210,10 @@ def _product_json(dialect: str) -> ColumnElement[Any]:
     :class:`~mercato.catalog.schemas.ProductRead`: same fields in the same order, same formats. The store currency
     is the bind parameter ``currency``. Built by the database (see :mod:`mercato.db.json_sql`)."""
     j = JsonSql(dialect)
+    zero = sql_constant(0)
     available = InventoryItem.on_hand - InventoryItem.reserved
     of_variant = select(available).where(InventoryItem.variant_id == ProductVariant.id).scalar_subquery()
-    variant_stock = j.greatest(func.coalesce(of_variant, 0), 0)
+    variant_stock = j.greatest(func.coalesce(of_variant, zero), zero)
     variant = j.object(
         ("id", j.uuid(ProductVariant.id)),
         ("product_id", j.uuid(ProductVariant.product_id)),
@@ -220,7 +221,7 @@ def _product_json(dialect: str) -> ColumnElement[Any]:
         ("name", ProductVariant.name),
         ("options", j.embedded(ProductVariant.options)),
         ("price_modifier", j.money(ProductVariant.price_modifier)),
-        ("price", j.money(j.greatest(Product.price + ProductVariant.price_modifier, 0))),  # rules.variant_price
+        ("price", j.money(j.greatest(Product.price + ProductVariant.price_modifier, zero))),  # rules.variant_price
         ("stock", variant_stock),
         ("image_url", ProductVariant.image_url),
     )
@@ -232,11 +233,11 @@ def _product_json(dialect: str) -> ColumnElement[Any]:
         ),
     )
     # rules.product_stock: the sum over its variants when it has some (never NULL then), else its own row's
-    own = select(j.greatest(available, 0)).where(
+    own = select(j.greatest(available, zero)).where(
         InventoryItem.product_id == Product.id, InventoryItem.variant_id.is_(None)
     )
     variants_stock = select(func.sum(variant_stock)).where(ProductVariant.product_id == Product.id)
-    stock = func.coalesce(variants_stock.scalar_subquery(), own.scalar_subquery(), 0)
+    stock = func.coalesce(variants_stock.scalar_subquery(), own.scalar_subquery(), zero)
     category = j.object(("id", j.uuid(Category.id)), ("name", Category.name), ("slug", Category.slug))
     return j.object(
         ("id", j.uuid(Product.id)),
@@ -266,7 +267,7 @@ def _product_json(dialect: str) -> ColumnElement[Any]:
             ),
         ),
         ("stock", stock),
-        ("in_stock", j.boolean(stock > 0)),
+        ("in_stock", j.boolean(stock > zero)),
         ("rating_average", j.decimal2(Product.rating_average)),
         ("rating_count", Product.rating_count),
         ("weight_grams", Product.weight_grams),
@@ -282,19 +283,26 @@ def _listed(shape: _Shape, sort: str, dialect: str, counted: bool) -> Select[Any
     order needs (SQLite would otherwise build it for every row it sorts)."""
     column = SORTS[sort.lstrip("-")]
     descending = sort.startswith("-")
-    ids = _filtered(shape).with_only_columns(Product.id)
-    ids = ids.order_by(*(_order(column, descending))).limit(bindparam("limit")).offset(bindparam("offset"))
-    chosen = ids.subquery("page")
+    if shape[0]:
+        # given ids: look them up by primary key, then apply the other filters to those. SQLite, without table
+        # statistics, would take ``status IN (...)`` for the most selective term and walk every live product.
+        # The LIMIT keeps it from merging this subquery into the outer query.
+        ids = select(Product.id).where(Product.id.in_(bindparam("ids", expanding=True)))
+        where = _filtered((False, *shape[1:])).whereclause
+    else:
+        ids, where = _filtered(shape).with_only_columns(Product.id).order_by(*_order(column, descending)), None
+    chosen = ids.limit(bindparam("limit")).offset(bindparam("offset")).subquery("page")
     columns: list[Any] = [Product.id, JsonSql(dialect).text(_product_json(dialect)).label("json")]
     if counted:  # not correlated: counted once per statement, over the whole filtered set
         columns.append(_counted(shape).correlate(None).scalar_subquery().label("total"))
-    return (
+    query = (
         select(*columns)
         .select_from(chosen)
         .join(Product, Product.id == chosen.c.id)
         .outerjoin(Category, Category.id == Product.category_id)
         .order_by(*_order(column, descending))
     )
+    return query if where is None else query.where(where)
 
 
 def _order(column: Any, descending: bool) -> list[Any]:

@@ -32,12 +32,14 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 from sqlalchemy import (
     ColumnElement,
+    Select,
     String,
     TextClause,
     Uuid,
@@ -75,6 +77,8 @@ _CHUNK = 500
 _WORD = re.compile(r"[^\W_]+")
 
 _INDEX = table("product_search", column("product_id"), column("document"), column("keywords"))
+_KEYS = table("product_search_keys", column("id"), column("product_id"))
+_FTS_ROWID: ColumnElement[Any] = literal_column("product_search.rowid")
 _BM25: ColumnElement[Any] = literal_column("-bm25(product_search, 0.0, 10.0, 4.0, 4.0, 4.0, 1.0)")
 _TS_WEIGHTS: ColumnElement[Any] = literal_column("'{0.1, 0.2, 0.4, 1.0}'::float4[]")  # D, C, B, A
 _SIMPLE: ColumnElement[Any] = literal_column("'simple'")
@@ -255,9 +259,9 @@ def _quoted(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
-async def _sqlite_condition(session: AsyncSession, query_words: list[str]) -> ColumnElement[bool] | None:
-    """``product_search MATCH <query>``: each word a quoted prefix, or when no indexed word starts with it,
-    its corrections; None when some word matches nothing at all."""
+async def _sqlite_query(session: AsyncSession, query_words: list[str]) -> str | None:
+    """The FTS5 query for ``product_search MATCH``: each word a quoted prefix, or when no indexed word starts
+    with it, its corrections; None when some word matches nothing at all."""
     parts: list[str] = []
     vocabulary: list[str] | None = None
     for word in query_words:
@@ -282,7 +286,7 @@ async def _sqlite_condition(session: AsyncSession, query_words: list[str]) -> Co
         if not fixes:
             return None
         parts.append("(" + " OR ".join(_quoted(fix) for fix in fixes) + ")")
-    return literal_column("product_search").op("MATCH")(bindparam("fts_query", " AND ".join(parts)))
+    return " AND ".join(parts)
 
 
 async def _postgres_condition(
@@ -365,45 +369,64 @@ async def search(
     query_words = words(query)
     if not query_words:
         return Hits([], 0)
-    conditions: list[ColumnElement[bool]]
-    score: ColumnElement[Any]
+    listed = replace(filters, q=None, ids=None)
+    params = repository.filter_params(listed)
     if _dialect(session) == "sqlite":
-        match = await _sqlite_condition(session, query_words)
-        if match is None:
+        fts_query = await _sqlite_query(session, query_words)
+        if fts_query is None:
             return Hits([], 0)
-        conditions, score = [match], _BM25
+        page_query, count_query = _sqlite_statements(repository.filtered(listed), sort)
+        params["fts_query"] = fts_query
     else:
         found = await _postgres_condition(session, query_words)
         if found is None:
             return Hits([], 0)
         conditions, score = found
-    listed = replace(filters, q=None, ids=None)
-    params = repository.filter_params(listed)
-    matching = (
-        repository.filtered(listed)
-        .with_only_columns(Product.id)
-        .join(_INDEX, _INDEX.c.product_id == Product.id)
-        .where(*conditions)
-    )
-    key = score if sort == RELEVANCE else repository.SORTS[sort.lstrip("-")]
-    # SQLite allows bm25() in no query that has a window function: rank in a subquery, count and page outside
-    ranked = matching.add_columns(key.label("sort_key")).subquery("ranked")
-    descending = sort == RELEVANCE or sort.startswith("-")
-    tiebreak = ranked.c.id.desc() if descending and sort != RELEVANCE else ranked.c.id.asc()
-    # the count of all matches comes with the page: ranking them has visited every match anyway
-    page_query = (
-        select(ranked.c.id, func.count().over().label("total"))
-        .order_by(ranked.c.sort_key.desc() if descending else ranked.c.sort_key.asc(), tiebreak)
-        .limit(limit)
-        .offset((page - 1) * limit)
-    )
-    rows = (await session.execute(page_query, params)).all()
+        matching = repository.filtered(listed).join(_INDEX, _INDEX.c.product_id == Product.id).where(*conditions)
+        page_query, count_query = _statements(matching, score, sort)
+    rows = (await session.execute(page_query, params | {"limit": limit, "offset": (page - 1) * limit})).all()
     if rows:
         return Hits([row[0] for row in rows], int(rows[0][1]))
     if page == 1:
         return Hits([], 0)
-    total = await session.scalar(select(func.count()).select_from(matching.subquery()), params)  # past the end
-    return Hits([], int(total or 0))
+    return Hits([], int(await session.scalar(count_query, params) or 0))  # past the end: count apart
+
+
+@lru_cache(maxsize=256)
+def _sqlite_statements(filtered: Select[Any], sort: str) -> tuple[Select[Any], Select[Any]]:
+    """:func:`_statements` on SQLite, built once per filter shape (``repository.filtered`` returns one statement
+    per shape) and sort; the FTS5 query is the bind parameter ``fts_query``.
+
+    The matches are found and scored first, from the FTS rowid through the integer keys (reading ``product_id``
+    from the FTS table costs more than the ranking); MATERIALIZED keeps SQLite from driving the join from the
+    products' status index instead. SQLite allows ``bm25()`` in no query that has a window function."""
+    hits = (
+        select(_KEYS.c.product_id.label("id"), _BM25.label("score"))
+        .select_from(_INDEX.join(_KEYS, _KEYS.c.id == _FTS_ROWID))
+        .where(literal_column("product_search").op("MATCH")(bindparam("fts_query")))
+        .cte("hits")
+        .prefix_with("MATERIALIZED")
+    )
+    return _statements(filtered.join(hits, hits.c.id == Product.id), hits.c.score, sort)
+
+
+def _statements(matching: Select[Any], score: ColumnElement[Any], sort: str) -> tuple[Select[Any], Select[Any]]:
+    """The page of ``matching`` products (ids and the count of all matches, bind parameters ``limit`` and
+    ``offset``) in ``sort`` order, and the count alone (for a page past the end)."""
+    matching = matching.with_only_columns(Product.id)
+    key = score if sort == RELEVANCE else repository.SORTS[sort.lstrip("-")]
+    # scored in a subquery, counted and paged outside it: the count of all matches comes with the page (ranking
+    # them has visited every match anyway)
+    ranked = matching.add_columns(key.label("sort_key")).subquery("ranked")
+    descending = sort == RELEVANCE or sort.startswith("-")
+    tiebreak = ranked.c.id.desc() if descending and sort != RELEVANCE else ranked.c.id.asc()
+    page_query = (
+        select(ranked.c.id, func.count().over().label("total"))
+        .order_by(ranked.c.sort_key.desc() if descending else ranked.c.sort_key.asc(), tiebreak)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    return page_query, select(func.count()).select_from(matching.subquery())
 
 
 async def similar(session: AsyncSession, product: Product, *, limit: int) -> list[uuid.UUID]:

@@ -15,9 +15,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Numeric, Text, case, cast, extract, func, literal, literal_column, null, select
+from sqlalchemy import Numeric, Text, case, cast, extract, func, literal_column, null, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
+
+
+def sql_constant(value: str | int) -> ColumnElement[Any]:
+    """``value`` written into the statement itself rather than bound: a page's statement has hundreds of such
+    constants (keys, offsets, separators), and binding each one on every execution costs more than the query.
+
+    Raises:
+        ValueError: a string with a quote or a backslash (constants are code, never user input).
+    """
+    if isinstance(value, int):
+        return literal_column(str(int(value)))
+    if "'" in value or "\\" in value:
+        raise ValueError(f"not a plain SQL constant: {value!r}")
+    return literal_column(f"'{value}'")
 
 
 class JsonSql:
@@ -30,7 +44,7 @@ class JsonSql:
         """A JSON object of ``(key, value expression)`` pairs, keys in the given order."""
         arguments: list[Any] = []
         for key, value in pairs:
-            arguments.extend((literal(key), value))
+            arguments.extend((sql_constant(key), value))
         return func.json_object(*arguments) if self.sqlite else func.json_build_object(*arguments)
 
     def text(self, value: Any) -> ColumnElement[str]:
@@ -44,42 +58,47 @@ class JsonSql:
     def boolean(self, condition: ColumnElement[bool]) -> ColumnElement[Any]:
         """``true``/``false`` for ``condition``."""
         if self.sqlite:
-            return func.json(case((condition, "true"), else_="false"))
+            return func.json(case((condition, sql_constant("true")), else_=sql_constant("false")))
         return condition
 
     def uuid(self, value: Any) -> ColumnElement[Any]:
         """A UUID column as its 8-4-4-4-12 string (null stays null). SQLite stores 32 hex digits."""
         if not self.sqlite:
             return cast(value, Text)
-        parts = [func.substr(value, start, length) for start, length in ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))]
+        spans = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+        parts = [func.substr(value, sql_constant(start), sql_constant(length)) for start, length in spans]
         joined: ColumnElement[Any] = parts[0]
         for part in parts[1:]:
-            joined = joined.concat("-").concat(part)
+            joined = joined.concat(sql_constant("-")).concat(part)
         return joined
 
     def money(self, cents: Any) -> ColumnElement[Any]:
         """An integer number of cents as a decimal string with two decimals (``-2000`` → ``"-20.00"``; null stays
         null)."""
         if self.sqlite:
-            sign = case((cents < 0, "-"), else_="")
-            shown = func.printf("%s%d.%02d", sign, func.abs(cents) / 100, func.abs(cents) % 100)
+            hundred = sql_constant(100)
+            sign = case((cents < sql_constant(0), sql_constant("-")), else_=sql_constant(""))
+            shown = func.printf(sql_constant("%s%d.%02d"), sign, func.abs(cents) / hundred, func.abs(cents) % hundred)
             return case((cents.is_(None), null()), else_=shown)
-        return cast(cast(cast(cents, Numeric(20, 2)) / 100, Numeric(20, 2)), Text)
+        return cast(cast(cast(cents, Numeric(20, 2)) / sql_constant(100), Numeric(20, 2)), Text)
 
     def decimal2(self, value: Any) -> ColumnElement[Any]:
         """A ``NUMERIC(p, 2)`` column (a float on SQLite) as a string with two decimals."""
-        return func.printf("%.2f", value) if self.sqlite else cast(value, Text)
+        return func.printf(sql_constant("%.2f"), value) if self.sqlite else cast(value, Text)
 
     def instant(self, value: Any) -> ColumnElement[Any]:
         """A UTC timestamp as RFC 3339 with ``Z``: ``2026-11-22T08:00:00Z``, ``...T08:00:00.400000Z``."""
         if self.sqlite:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
-            seconds = func.substr(value, 1, 10).concat("T").concat(func.substr(value, 12, 8))
-            digits = func.substr(value, 20)
-            fraction = case((digits.in_(["", ".000000"]), ""), else_=digits)
-            return case((value.is_(None), null()), else_=seconds.concat(fraction).concat("Z"))
-        utc = func.timezone("UTC", value)
-        micro = case((extract("microseconds", utc) % 1000000 == 0, ""), else_=func.to_char(utc, ".US"))
-        return func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS').concat(micro).concat("Z")
+            c = sql_constant
+            seconds = func.substr(value, c(1), c(10)).concat(c("T")).concat(func.substr(value, c(12), c(8)))
+            digits = func.substr(value, c(20))
+            fraction = case((digits.in_([c(""), c(".000000")]), c("")), else_=digits)
+            return case((value.is_(None), null()), else_=seconds.concat(fraction).concat(c("Z")))
+        c = sql_constant
+        utc = func.timezone(c("UTC"), value)
+        whole = extract("microseconds", utc) % c(1000000) == c(0)
+        micro = case((whole, c("")), else_=func.to_char(utc, c(".US")))
+        return func.to_char(utc, c('YYYY-MM-DD"T"HH24:MI:SS')).concat(micro).concat(c("Z"))
 
     def greatest(self, *values: Any) -> ColumnElement[Any]:
         """The largest of ``values`` (SQLite's scalar ``max``, PostgreSQL's ``greatest``)."""
