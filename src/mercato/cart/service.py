@@ -209,7 +209,8 @@ async def add_items(
     units = await require_units(session, summed)
     now = clock.now()
     cart, token = await _cart_for_write(session, owner, now)
-    lines = {_key(item): item for item in await repository.items_of(session, cart.id)}
+    items = await repository.items_of(session, cart.id)
+    lines = {_key(item): item for item in items}
     for position, (key, quantity) in enumerate(summed.items()):
         line = lines.get(key)
         total = quantity + (line.quantity if line is not None else 0)
@@ -217,20 +218,19 @@ async def add_items(
         if line is not None:
             line.quantity = total
         else:
-            repository.add_item(
-                session,
-                CartItem(
-                    id=clock.new_id(),
-                    cart_id=cart.id,
-                    product_id=key[0],
-                    variant_id=key[1],
-                    quantity=quantity,
-                    # lines added together keep the order they were given in
-                    created_at=now + timedelta(microseconds=position),
-                ),
+            item = CartItem(
+                id=clock.new_id(),
+                cart_id=cart.id,
+                product_id=key[0],
+                variant_id=key[1],
+                quantity=quantity,
+                # lines added together keep the order they were given in
+                created_at=now + timedelta(microseconds=position),
             )
+            repository.add_item(session, item)
+            items.append(item)
     await session.flush()
-    return CartChange(await _view(session, cart, owner), token)
+    return CartChange(await _view(session, cart, owner, items=items, known=units), token)
 
 
 async def set_quantity(session: AsyncSession, owner: CartOwner, item_id: uuid.UUID, quantity: int) -> CartView:
@@ -462,15 +462,26 @@ def _priced_lines(items: Sequence[CartItem], units: dict[UnitKey, Unit]) -> list
 
 
 async def _view(
-    session: AsyncSession, cart: Cart | None, owner: CartOwner, *, destination: tuple[str, str | None] | None = None
+    session: AsyncSession,
+    cart: Cart | None,
+    owner: CartOwner,
+    *,
+    destination: tuple[str, str | None] | None = None,
+    items: list[CartItem] | None = None,
+    known: dict[UnitKey, Unit] | None = None,
 ) -> CartView:
     """Price ``cart`` now with the one pricing function. Shipping and tax only for a ``(country, region)``
     destination: the cheapest method shipping there (``free_over`` against the subtotal after discount) and the
-    destination's tax rate; without one, both are 0."""
+    destination's tax rate; without one, both are 0. A caller that has just written the cart may pass its lines
+    in cart order (``items``) and the units it read in this transaction (``known``), which are not read again."""
     if cart is None:
         return EMPTY
-    items = await repository.items_of(session, cart.id)
-    units = await sellable_units(session, [_key(item) for item in items])
+    if items is None:
+        items = await repository.items_of(session, cart.id)
+    keys = [_key(item) for item in items]
+    units = {key: known[key] for key in keys if key in known} if known else {}
+    if missing := [key for key in keys if key not in units]:
+        units |= await sellable_units(session, missing)
     lines = _priced_lines(items, units)
     subtotal = pricing.price(lines).subtotal
     coupon: AppliedCoupon | None = None
