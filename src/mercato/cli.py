@@ -309,7 +309,10 @@ def import_products(
         services = Services.build(settings)
         try:
             async with services.db.session(write=True) as session:
-                return await importer.run_import(session, batch, update=update)
+                report = await importer.run_import(session, batch, update=update)
+            if report.created or report.updated:
+                await services.db.refresh_statistics()
+            return report
         finally:
             await services.close()
 

@@ -7,6 +7,7 @@ from the files packaged in ``mercato/demo/data`` (never from ``../shared``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -17,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner, Result
 
 from mercato.catalog import importer
@@ -196,6 +197,26 @@ async def test_generated_products_are_added_once(client: httpx.AsyncClient, serv
     async with services.db.session(write=False) as session:
         skus = set((await session.execute(select(Product.sku))).scalars())
     assert skus == {sources.generated_sku(n) for n in range(1, 61)}
+
+
+@pytest.mark.backends("postgres")
+async def test_bulk_loads_refresh_postgresql_planner_statistics(client: httpx.AsyncClient, services: Services) -> None:
+    """After generated products are added, PostgreSQL's statistics are refreshed (ANALYZE): a plan made for the
+    tables as they were before the load walks every product for a page of 20."""
+
+    async def analyzed() -> Any:
+        async with services.db.engine.connect() as conn:
+            return await conn.scalar(text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'products'"))
+
+    before = await analyzed()
+    await loader.add_generated(services, 5)
+    after = await analyzed()
+    for _ in range(50):  # the statistics views may show the ANALYZE a moment later
+        if after is not None and (before is None or after > before):
+            break
+        await asyncio.sleep(0.1)
+        after = await analyzed()
+    assert after is not None and (before is None or after > before)
 
 
 # --- the importer -------------------------------------------------------------------------------------------

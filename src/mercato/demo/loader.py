@@ -98,6 +98,7 @@ async def load_demo(settings: Settings, *, scale: int = 0, services: Services | 
         result.catalog_seconds = time.perf_counter() - started
         if result.catalog is not None:
             _report("Demo catalog", result.catalog, result.catalog_seconds)
+            await services.db.refresh_statistics()
         async with services.db.session(write=True) as session:
             result.shipping_methods = await load_shipping(session)
         if result.shipping_methods:
@@ -143,7 +144,8 @@ async def load_shipping(session: AsyncSession) -> int:
 
 async def add_generated(services: Services, count: int) -> importer.ImportReport:
     """Make sure generated products ``GEN-00001``..``GEN-<count>`` exist, creating the missing ones in
-    transactions of :data:`GENERATED_BATCH` products. Returns the summed report."""
+    transactions of :data:`GENERATED_BATCH` products, then refresh the planner's statistics when any was created.
+    Returns the summed report."""
     base = sources.packaged_products()
     total = importer.ImportReport()
     for start in range(1, count + 1, GENERATED_BATCH):
@@ -154,6 +156,8 @@ async def add_generated(services: Services, count: int) -> importer.ImportReport
         total.skipped += report.skipped
         total.categories_created += report.categories_created
         total.errors.extend(report.errors)
+    if total.created:
+        await services.db.refresh_statistics()
     return total
 
 
