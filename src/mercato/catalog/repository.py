@@ -1,5 +1,5 @@
-"""Every catalog query. Relationships are loaded explicitly (``lazy="raise"`` everywhere), so a page of
-products costs a fixed number of queries whatever its size."""
+"""Every catalog query. Relationships are loaded explicitly (``lazy="raise"`` everywhere); a page of products is
+one statement whatever its size (:func:`listed_rows`)."""
 
 from __future__ import annotations
 
@@ -191,15 +191,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-#: What a listed product shows, as plain columns (no ORM entities): the product, then its category.
-_LISTED = (
-    *(column for column in Product.__table__.c if column.key not in {"units_sold_30d"}),
-    Category.id.label("category_ref_id"),
-    Category.name.label("category_ref_name"),
-    Category.slug.label("category_ref_slug"),
-)
-
-
+#: Order of a product's images and variants.
 _BY_POSITION: dict[Any, tuple[Any, ...]] = {
     model: (model.position, model.id) for model in (ProductImage, ProductVariant)
 }
