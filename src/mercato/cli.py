@@ -264,11 +264,22 @@ def restore(
     except BackupError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from exc
+    asyncio.run(_refresh_statistics(settings))  # a restored PostgreSQL database has no planner statistics yet
     manifest = result.manifest
     typer.echo(
         f"restored the {manifest.database} backup of {manifest.created_at} (Mercato {manifest.mercato_version}, "
         f"{manifest.media_files} media files)" + ("; migrated to this release's schema" if result.migrated else "")
     )
+
+
+async def _refresh_statistics(settings: Settings) -> None:
+    from mercato.db.engine import Database
+
+    database = Database(settings.database_url)
+    try:
+        await database.refresh_statistics()
+    finally:
+        await database.dispose()
 
 
 import_app = typer.Typer(help="Import data from files.", no_args_is_help=True)
