@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -45,24 +46,40 @@ def has_nul(value: object) -> bool:
     return False
 
 
+def has_non_finite(value: object) -> bool:
+    """Whether ``value`` (a float, or a list, tuple, set or dict holding one at any depth) is or holds NaN or an
+    infinity: Python's JSON parser accepts them, but they are no JSON numbers (RFC 8259 §6), so PostgreSQL's
+    ``json`` and SQLite's JSON functions refuse them."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(has_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(has_non_finite(item) for item in value)
+    return False
+
+
 class RequestModel(BaseModel):
-    """A request body: unknown fields are refused (422), so clients cannot mass-assign ``role``, ``status``...,
-    and no string in it may contain NUL (``\\x00``; 422 naming the field, where PostgreSQL would fail with a 500).
-    Query and path parameters get the same rule from :func:`mercato.web.params.refuse_nul`."""
+    """A request body: unknown fields are refused (422), so clients cannot mass-assign ``role``, ``status``...;
+    no string in it may contain NUL (``\\x00``) and no number may be NaN or infinite (422 naming the field, where
+    the database would fail with a 500 when storing or reading it). Query and path parameters get the NUL rule from
+    :func:`mercato.web.params.refuse_nul`."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """Refuse a field whose string (or nested string) holds NUL. A nested request model checks its own
-        fields first, so the error names the innermost field.
+    def _storable(cls, value: Any) -> Any:
+        """Refuse a field whose string (or nested string) holds NUL, or whose number (or nested number) is NaN or
+        infinite. A nested request model checks its own fields first, so the error names the innermost field.
 
         Raises:
-            ValueError: the value contains ``\\x00`` (a 422 naming the field).
+            ValueError: the value holds ``\\x00``, NaN or an infinity (a 422 naming the field).
         """
         if has_nul(value):
             raise ValueError("must not contain the NUL character (\\u0000)")
+        if has_non_finite(value):
+            raise ValueError("must not hold NaN or Infinity, which are not JSON numbers (RFC 8259)")
         return value
 
 

@@ -272,6 +272,30 @@ async def test_nul_characters_are_422_naming_the_field_and_change_nothing(
         assert await session.scalar(select(InventoryItem.on_hand)) == 5
 
 
+async def test_nan_and_infinity_in_a_body_are_422_naming_the_field_and_change_nothing(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    """Python's JSON parser reads ``NaN`` and ``Infinity``, which are no JSON numbers (RFC 8259): stored in a JSON
+    column they break every listing page of the product on SQLite (its JSON functions refuse them) and the write
+    itself on PostgreSQL. A body holding one, at any depth, is a 422 naming the field, and nothing is written."""
+    admin = bearer(await make_admin(services, client))
+    cases = [
+        (b'{"name": "Tee", "price": "5.00", "specifications": {"fit": NaN}}', ["body", "specifications"]),
+        (b'{"name": "Tee", "price": "5.00", "attributes": {"sizes": [1, Infinity]}}', ["body", "attributes"]),
+        (b'{"name": "Tee", "price": "5.00", "specifications": {"depth": -Infinity}}', ["body", "specifications"]),
+    ]
+    for content, loc in cases:
+        response = await client.post(
+            "/api/v1/products", content=content, headers={**admin, "Content-Type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert [error["loc"] for error in response.json()["errors"]] == [loc]
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(Product)) == 0
+    listed = await client.get("/api/v1/products")
+    assert listed.status_code == 200 and listed.json()["data"] == []
+
+
 @pytest.mark.backends("postgres")
 async def test_postgresql_deadlock_and_serialization_failure_are_retryable_503(services: Services) -> None:
     """A transaction PostgreSQL rolls back for a concurrent one (a deadlock it detected, a serialization failure)
