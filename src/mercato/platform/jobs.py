@@ -1,16 +1,16 @@
 """Durable background jobs: a ``jobs`` table used as an outbox, and an in-process runner.
 
 A job is inserted in the same transaction as the change that causes it (:func:`enqueue`), so it exists if and
-only if that change committed. The runner claims due jobs (up to :data:`BATCH` at once), runs the handler
-registered for each job's name in turn, and deletes the rows that succeeded. On failure it retries with
-exponential backoff (2, 4, 8 ... seconds, capped at one hour); after ``max_attempts`` failures the job is marked
-``dead`` and logged at error level, never dropped. A job whose runner died mid-run is claimed again once its lease
-expires: delivery is at least once, so handlers must be idempotent.
+only if that change committed. The runner claims due jobs one at a time, runs the handler registered for the job's
+name, and deletes the row on success. On failure it retries with exponential backoff (2, 4, 8 ... seconds, capped
+at one hour); after ``max_attempts`` failures the job is marked ``dead`` and logged at error level, never dropped.
+A job whose runner died mid-run is claimed again once its lease expires: delivery is at least once, so handlers
+must be idempotent.
 
 A claim is a lease (``locked_until``, :data:`LEASE` ahead) and a token (``claim``, new at every claim). While the
-claimed jobs run, a heartbeat extends their lease every third of it, so a long job is not claimed by a second
-runner; every write of the run (heartbeat, delete, requeue, dead) names the token, so a runner that lost a job
-anyway (stalled past its lease) changes nothing of the run that took it over.
+handler runs, a heartbeat extends the lease every third of it, so a long job is not claimed by a second runner;
+every write of the run (heartbeat, delete, requeue, dead) names the token, so a runner that lost the job anyway
+(stalled past its lease) changes nothing of the run that took it over.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +39,6 @@ Handler = Callable[["Services", dict[str, Any]], Awaitable[None]]
 _HANDLERS: dict[str, Handler] = {}
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF_S = 3600
-#: Jobs claimed at once: one claiming and one finishing transaction serve them all. Under load (an email per
-#: order) a job claimed and finished alone costs two write transactions of its own, taking turns with requests
-#: for SQLite's one writer.
-BATCH = 20
 
 
 class Job(Base):
@@ -146,22 +141,20 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
 
     async def run_due(self, *, limit: int = 1000) -> int:
-        """Run up to ``limit`` due jobs one after another, claimed :data:`BATCH` at a time; returns how many were
-        attempted."""
+        """Run up to ``limit`` due jobs one after another; returns how many were attempted."""
         done = 0
         while done < limit:
-            claimed = await self._claim(min(BATCH, limit - done))
-            if claimed is None:
+            job = await self._claim()
+            if job is None:
                 break
-            await self._run(claimed)
-            done += len(claimed.jobs)
+            await self._run(job)
+            done += 1
         await self._update_gauges()
         return done
 
-    async def _claim(self, limit: int) -> _Claim | None:
+    async def _claim(self) -> Job | None:
         db = self.services.db
         now = clock.now()
-        token = clock.new_id()
         async with db.session(write=True) as session:
             query = (
                 select(Job.id)
@@ -170,99 +163,76 @@ class JobRunner:
                     | ((Job.status == "running") & (Job.locked_until < now))
                 )
                 .order_by(Job.run_at)
-                .limit(limit)
+                .limit(1)
             )
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
-            ids = list((await session.execute(query)).scalars())
-            if not ids:
+            job_id = (await session.execute(query)).scalar_one_or_none()
+            if job_id is None:
                 return None
             await session.execute(
                 update(Job)
-                .where(Job.id.in_(ids))
-                .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1, claim=token)
+                .where(Job.id == job_id)
+                .values(status="running", locked_until=now + LEASE, attempts=Job.attempts + 1, claim=clock.new_id())
             )
-            claimed = select(Job).where(Job.id.in_(ids)).order_by(Job.run_at, Job.id)
-            found = (await session.execute(claimed.execution_options(populate_existing=True))).scalars()
-            return _Claim(token, list(found))
+            job = await session.get(Job, job_id, populate_existing=True)
+            assert job is not None
+            return job
 
-    async def _run(self, claimed: _Claim) -> None:
-        """Run the claimed jobs in order under one heartbeat, then record every outcome in one transaction. When
-        the runner is stopped midway, the jobs that ran are still recorded; the others wait for their lease."""
-        heartbeat = asyncio.create_task(self._heartbeat(claimed), name=f"mercato-job-heartbeat-{claimed.token}")
-        outcomes: list[tuple[Job, str | None]] = []
-        try:
-            for job in claimed.jobs:
-                outcomes.append((job, await self._attempt(job)))
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            await self._finish(claimed.token, outcomes)
-
-    async def _attempt(self, job: Job) -> str | None:
-        """Run ``job``'s handler; returns None on success, else the error (logged)."""
+    async def _run(self, job: Job) -> None:
         fn = _HANDLERS.get(job.name)
+        error: str | None = None
         if fn is None:
-            return f"no handler registered for job {job.name!r}"
-        try:
-            await fn(self.services, job.payload)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning("job_failed", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
-            return error
-        return None
-
-    async def _finish(self, token: uuid.UUID, outcomes: list[tuple[Job, str | None]]) -> None:
-        """Delete the jobs that succeeded; requeue with backoff (or mark ``dead``) those that failed. Every write
-        names the claim's token: a job another runner took over meanwhile (this run lost its lease) is left to
-        that run, and logged."""
-        if not outcomes:
-            return
-        lost: list[Job] = []
+            error = f"no handler registered for job {job.name!r}"
+        else:
+            heartbeat = asyncio.create_task(self._heartbeat(job), name=f"mercato-job-heartbeat-{job.id}")
+            try:
+                await fn(self.services, job.payload)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("job_failed", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+        ours = (Job.id == job.id) & (Job.claim == job.claim)
         async with self.services.db.session(write=True) as session:
-            succeeded = {job.id: job for job, error in outcomes if error is None}
-            if succeeded:
-                deleted = await session.execute(
-                    delete(Job).where(Job.id.in_(succeeded), Job.claim == token).returning(Job.id)
+            if error is None:
+                result = await session.execute(delete(Job).where(ours))
+            elif job.attempts >= self.max_attempts:
+                result = await session.execute(
+                    update(Job).where(ours).values(status="dead", last_error=error, locked_until=None, claim=None)
                 )
-                lost.extend(succeeded[job_id] for job_id in set(succeeded) - set(deleted.scalars()))
-            for job, error in outcomes:
-                if error is None:
-                    continue
-                ours = (Job.id == job.id) & (Job.claim == token)
-                if job.attempts >= self.max_attempts:
-                    values: dict[str, Any] = {"status": "dead", "last_error": error, "locked_until": None}
-                else:
-                    retry_at = clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
-                    values = {"status": "queued", "run_at": retry_at, "last_error": error, "locked_until": None}
-                result = await session.execute(update(Job).where(ours).values(**values, claim=None))
-                if not _rowcount(result):
-                    lost.append(job)
-                elif values["status"] == "dead":
+                if _rowcount(result):
                     log.error("job_dead", job_id=str(job.id), job=job.name, attempts=job.attempts, error=error)
-        for job in lost:
-            log.warning("job_claim_lost", job_id=str(job.id), job=job.name, attempt=job.attempts)
+            else:
+                retry_at = clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
+                result = await session.execute(
+                    update(Job)
+                    .where(ours)
+                    .values(status="queued", run_at=retry_at, last_error=error, locked_until=None, claim=None)
+                )
+        if not _rowcount(result):
+            log.warning("job_claim_lost", job_id=str(job.id), job=job.name, attempt=job.attempts, error=error)
 
-    async def _heartbeat(self, claimed: _Claim) -> None:
-        """Extend the claimed jobs' lease to :data:`LEASE` from now every third of it (real seconds) while they
-        run, as long as this run still holds a claim on one of them; stops (logged) once other runners have taken
-        them all. A failed write is logged and tried again at the next beat."""
-        ids = [job.id for job in claimed.jobs]
+    async def _heartbeat(self, job: Job) -> None:
+        """Extend ``job``'s lease to :data:`LEASE` from now every third of it (real seconds) while its handler
+        runs, as long as this run still holds the claim; stops (logged) once another runner has taken it. A
+        failed write is logged and tried again at the next beat."""
         while True:
             await asyncio.sleep(LEASE.total_seconds() / 3)
             try:
                 async with self.services.db.session(write=True) as session:
                     result = await session.execute(
                         update(Job)
-                        .where(Job.id.in_(ids), Job.claim == claimed.token, Job.status == "running")
+                        .where(Job.id == job.id, Job.claim == job.claim, Job.status == "running")
                         .values(locked_until=clock.now() + LEASE)
                     )
             except Exception:
-                log.exception("job_heartbeat_failed", claim=str(claimed.token), jobs=len(ids))
+                log.exception("job_heartbeat_failed", job_id=str(job.id), job=job.name)
                 continue
             if not _rowcount(result):
-                log.warning("job_claim_lost", claim=str(claimed.token), jobs=len(ids))
+                log.warning("job_claim_lost", job_id=str(job.id), job=job.name, attempt=job.attempts)
                 return
 
     async def _update_gauges(self) -> None:
@@ -277,14 +247,6 @@ class JobRunner:
         async with self.services.db.session(write=False) as session:
             count = await session.scalar(select(func.count()).select_from(Job).where(Job.status != "dead"))
         return int(count or 0)
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """Jobs claimed together, and the claim's token (every write of their runs names it)."""
-
-    token: uuid.UUID
-    jobs: list[Job]
 
 
 def _rowcount(result: Any) -> int:
