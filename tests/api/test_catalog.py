@@ -796,6 +796,19 @@ async def test_listed_products_are_shaped_like_the_product_itself(
     assert (shown["stock"], shown["in_stock"], listed["data"][1]["compare_at_price"]) == (2, True, None)
 
 
+async def test_given_ids_are_listed_as_one_page_only(services: Services) -> None:
+    """Ids given to a listing (search results, similar products) are picked before they are filtered and
+    ordered, so paging through them is refused rather than answered with arbitrary pages."""
+    from mercato.catalog import repository
+
+    wanted = repository.ProductFilter(ids=[uuid.uuid4(), uuid.uuid4()])
+    async with services.db.session(write=False) as session:
+        for page, limit in ((1, 1), (2, 2)):
+            with pytest.raises(ValueError, match="one page"):
+                await repository.listed_rows(session, wanted, sort="name", page=page, limit=limit, currency="USD")
+        assert await repository.listed_rows(session, wanted, sort="name", page=1, limit=2, currency="USD") == []
+
+
 async def test_list_total_stays_right_after_writes(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     """The total is counted in the page's own statement, and apart past the last page; both follow writes."""
     made = [await create(client, admin, name=f"Cup {i}") for i in range(3)]

@@ -330,7 +330,13 @@ async def listed_rows(
     Returns:
         Row mappings: ``id`` (UUID), ``json`` (the product as the JSON text of ``ProductRead``), and ``total``
         when ``counted``.
+
+    Raises:
+        ValueError: ``filters.ids`` with ``page`` other than 1 or ``limit`` below the number of ids.
     """
+    if filters.ids is not None and (page != 1 or limit < len(filters.ids)):
+        # the given ids are picked before they are filtered and ordered: only the whole set makes sense
+        raise ValueError("given ids are listed as one page (page 1, limit ≥ len(ids))")
     params = filter_params(filters) | {"limit": limit, "offset": (page - 1) * limit, "currency": currency}
     query = _listed(_shape(filters), sort, session.get_bind().dialect.name, counted)
     # through the session's connection: a Core statement needs none of the ORM's result machinery

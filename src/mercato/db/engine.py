@@ -99,12 +99,18 @@ class Database:
         ``ANALYZE``. Until its autovacuum gets there, PostgreSQL plans for the tables as they were before (empty,
         say) and may walk every product for a page of 20 (measured: a search page took 183 ms instead of 0.8 ms
         right after seeding 10,000 products). SQLite keeps no statistics unless asked (``ANALYZE``), and the
-        catalog's queries are written for its planner's fixed estimates, so there is nothing to do."""
+        catalog's queries are written for its planner's fixed estimates, so there is nothing to do.
+
+        A failure (a timeout, a lost connection) is logged and not raised: the load it follows has committed,
+        and autovacuum will analyse the tables later anyway."""
         if self.is_sqlite:
             return
-        async with self.engine.connect() as conn:
-            await conn.exec_driver_sql("ANALYZE")
-            await conn.commit()
+        try:
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("ANALYZE")
+                await conn.commit()
+        except Exception:
+            log.exception("analyze_failed")
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
