@@ -371,12 +371,21 @@ async def search(
         return Hits([], 0)
     listed = replace(filters, q=None, ids=None)
     params = repository.filter_params(listed)
+    paging = {"limit": limit, "offset": (page - 1) * limit}
     if _dialect(session) == "sqlite":
-        fts_query = await _sqlite_query(session, query_words)
-        if fts_query is None:
-            return Hits([], 0)
         page_query, count_query = _sqlite_statements(repository.filtered(listed), sort)
-        params["fts_query"] = fts_query
+        # Most searches use words the index holds: the words as prefixes are tried first, and each word is
+        # checked (and corrected) only when that finds nothing. Every word of a query that finds something starts
+        # an indexed word, so the answer is the one the checked query gives.
+        params["fts_query"] = " AND ".join(_quoted(word) + "*" for word in query_words)
+        rows = (await session.execute(page_query, params | paging)).all()
+        if not rows:
+            fts_query = await _sqlite_query(session, query_words)
+            if fts_query is None:
+                return Hits([], 0)
+            if fts_query != params["fts_query"]:
+                params["fts_query"] = fts_query
+                rows = (await session.execute(page_query, params | paging)).all()
     else:
         found = await _postgres_condition(session, query_words)
         if found is None:
@@ -384,7 +393,7 @@ async def search(
         conditions, score = found
         matching = repository.filtered(listed).join(_INDEX, _INDEX.c.product_id == Product.id).where(*conditions)
         page_query, count_query = _statements(matching, score, sort)
-    rows = (await session.execute(page_query, params | {"limit": limit, "offset": (page - 1) * limit})).all()
+        rows = (await session.execute(page_query, params | paging)).all()
     if rows:
         return Hits([row[0] for row in rows], int(rows[0][1]))
     if page == 1:
