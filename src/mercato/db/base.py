@@ -67,12 +67,9 @@ class Money(TypeDecorator[Decimal]):
         return int(cents)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        return None if value is None else from_cents(value)
-
-
-def from_cents(cents: int) -> Decimal:
-    """An amount stored as integer cents (see :class:`Money`) as a two-decimal ``Decimal``: 1999 → 19.99."""
-    return (Decimal(int(cents)) / 100).quantize(CENT)
+        if value is None:
+            return None
+        return (Decimal(int(value)) / 100).quantize(CENT)
 
 
 class Base(DeclarativeBase):
