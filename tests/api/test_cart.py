@@ -3,6 +3,7 @@ current prices, coupons, the merge at sign-in, isolation between customers and e
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import datetime, timedelta
@@ -176,6 +177,23 @@ async def test_user_cart_adds_the_same_line_twice(
         cart = (await session.execute(select(Cart))).scalar_one()
     assert str(cart.user_id) != "" and cart.token_hash is None and str(cart.id) == body["id"]
     assert (await client.get(CART, headers=user)).json() == body
+
+
+async def test_concurrent_first_adds_of_a_user_make_one_cart_with_every_line(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """The first writes of a user without a cart race to create it: one inserts the cart, the others find it (on
+    PostgreSQL the unique user_id refuses their insert and only its savepoint is rolled back)."""
+    things = [await product(client, admin, stock=5) for _ in range(6)]
+    user = bearer(await register(client))
+    answers = await asyncio.gather(*(add(client, thing["id"], 1, headers=user) for thing in things))
+    assert [answer.status_code for answer in answers] == [201] * 6, [answer.text for answer in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert await count(services, Cart) == 1
+    cart = (await client.get(CART, headers=user)).json()
+    assert sorted(line["product_id"] for line in cart["items"]) == sorted(thing["id"] for thing in things)
+    assert cart["item_count"] == 6
+    assert await count(services, Job, Job.name == "cart.expire") == 1  # one expiry job: the cart was made once
 
 
 async def test_cookie_signed_in_writes_need_the_csrf_header(

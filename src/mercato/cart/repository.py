@@ -1,104 +1,197 @@
-"""Every cart query. Writes to a cart happen under its row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
-serialises writers with ``BEGIN IMMEDIATE``), so a line's read-modify-write cannot interleave with another
-request on the same cart. Only carts are locked (one row per request), so lock order cannot deadlock, except in
-:func:`mercato.cart.service.merge_guest_cart`, which locks the guest cart before the user's."""
+"""Every cart query, as SQLAlchemy Core statements built once (no ORM objects: a cart add is one of the hottest
+writes, and the ORM's unit of work and identity map cost more CPU than its statements; see bench/README.md
+"Selling benchmark").
+
+A cart is written under its row lock. :func:`touch` takes it with the ``UPDATE`` itself (PostgreSQL row lock;
+SQLite serialises writers with ``BEGIN IMMEDIATE``), :func:`find` with ``SELECT ... FOR UPDATE`` when asked, so a
+line's read-modify-write cannot interleave with another request on the same cart. Only carts are locked (one row
+per request), so lock order cannot deadlock, except in :func:`mercato.cart.service.merge_guest_cart`, which locks
+the guest cart before the user's.
+
+Carts are looked up by a :data:`Key`: ``("user", user_id)``, ``("token", token_hash)`` or ``("id", cart_id)``.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
 
-from sqlalchemy import Select, bindparam, delete, select
+from sqlalchemy import Delete, Select, Table, Update, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Result
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.util import identity_key
 
 from mercato.cart.models import Cart, CartItem
-from mercato.db.queries import add_unique
 
-#: Statements built once, with their values as bind parameters (building one costs more CPU than running it).
-_CART_OF_USER = select(Cart).where(Cart.user_id == bindparam("user_id", type_=Cart.user_id.type))
-_CART_OF_TOKEN = select(Cart).where(Cart.token_hash == bindparam("token_hash"))
-_CART_BY_ID = select(Cart).where(Cart.id == bindparam("cart_id", type_=Cart.id.type))
-_LOCKED = {query: query.with_for_update() for query in (_CART_OF_USER, _CART_OF_TOKEN, _CART_BY_ID)}
-_ITEMS_OF = (
-    select(CartItem)
-    .where(CartItem.cart_id == bindparam("cart_id", type_=CartItem.cart_id.type))
-    .order_by(CartItem.created_at, CartItem.id)
-    .execution_options(populate_existing=True)
+Key = tuple[Literal["user", "token", "id"], Any]
+
+_CARTS = cast(Table, Cart.__table__)
+_ITEMS = cast(Table, CartItem.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class CartHead:
+    """A cart row without its lines: the owner (``user_id``, None for a guest cart), the applied coupon code, and
+    ``expires_at`` (aware UTC)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID | None
+    coupon_code: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A cart line: ``quantity`` units (1–100) of a product (``variant_id`` None) or of one of its variants."""
+
+    id: uuid.UUID
+    product_id: uuid.UUID
+    variant_id: uuid.UUID | None
+    quantity: int
+
+
+_HEAD = (_CARTS.c.id, _CARTS.c.user_id, _CARTS.c.coupon_code, _CARTS.c.expires_at)
+_KEY_COLUMNS = {"user": _CARTS.c.user_id, "token": _CARTS.c.token_hash, "id": _CARTS.c.id}
+_FIND = {kind: select(*_HEAD).where(column == bindparam("key")) for kind, column in _KEY_COLUMNS.items()}
+_FIND_LOCKED = {kind: query.with_for_update() for kind, query in _FIND.items()}
+_TOUCH = {
+    kind: update(_CARTS)
+    .where(column == bindparam("key"), _CARTS.c.expires_at > bindparam("now"))
+    .values(expires_at=bindparam("expires_at"), updated_at=bindparam("now"))
+    .returning(*_HEAD)
+    for kind, column in _KEY_COLUMNS.items()
+}
+_SET_COUPON = (
+    update(_CARTS)
+    .where(_CARTS.c.id == bindparam("cart_id"))
+    .values(coupon_code=bindparam("coupon_code"), updated_at=bindparam("now"))
 )
-_CLEAR_ITEMS = delete(CartItem).where(CartItem.cart_id == bindparam("cart_id", type_=CartItem.cart_id.type))
+_INSERT_CART = insert(_CARTS)
+_DELETE_CART = delete(_CARTS).where(_CARTS.c.id == bindparam("cart_id"))
+_LINE_COLUMNS = (_ITEMS.c.id, _ITEMS.c.product_id, _ITEMS.c.variant_id, _ITEMS.c.quantity)
+_LINES = (
+    select(*_LINE_COLUMNS).where(_ITEMS.c.cart_id == bindparam("cart_id")).order_by(_ITEMS.c.created_at, _ITEMS.c.id)
+)
+_LINE = select(*_LINE_COLUMNS).where(_ITEMS.c.id == bindparam("item_id"), _ITEMS.c.cart_id == bindparam("cart_id"))
+_INSERT_LINES = insert(_ITEMS)
+_SET_QUANTITY = update(_ITEMS).where(_ITEMS.c.id == bindparam("item_id")).values(quantity=bindparam("quantity"))
+_MOVE_LINE = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("item_id"))
+    .values(cart_id=bindparam("to_cart"), quantity=bindparam("quantity"))
+)
+_DELETE_LINE = delete(_ITEMS).where(_ITEMS.c.id == bindparam("item_id"))
+_CLEAR_LINES = delete(_ITEMS).where(_ITEMS.c.cart_id == bindparam("cart_id"))
 
 
-async def cart_for_user(session: AsyncSession, user_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
-    """The user's cart (expired or not), locked when ``lock``."""
-    return await _one(session, _CART_OF_USER, {"user_id": user_id}, lock)
+async def find(session: AsyncSession, key: Key, *, lock: bool = False) -> CartHead | None:
+    """The cart of ``key`` (expired or not), locked until the transaction ends when ``lock``."""
+    row = (await _run(session, (_FIND_LOCKED if lock else _FIND)[key[0]], {"key": key[1]})).first()
+    return CartHead(**row._asdict()) if row is not None else None
 
 
-async def cart_for_token(session: AsyncSession, token_hash: str, *, lock: bool = False) -> Cart | None:
-    """The guest cart whose cookie hashes to ``token_hash`` (expired or not), locked when ``lock``."""
-    return await _one(session, _CART_OF_TOKEN, {"token_hash": token_hash}, lock)
+async def touch(session: AsyncSession, key: Key, *, now: datetime, expires_at: datetime) -> CartHead | None:
+    """Lock the live cart of ``key`` (``expires_at`` after ``now``) and move its ``expires_at``; returns it as it
+    is now, or None (nothing changed) when there is no live cart."""
+    params = {"key": key[1], "now": now, "expires_at": expires_at}
+    row = (await _run(session, _TOUCH[key[0]], params)).first()
+    return CartHead(**row._asdict()) if row is not None else None
 
 
-async def cart_by_id(session: AsyncSession, cart_id: uuid.UUID, *, lock: bool = False) -> Cart | None:
-    """A cart by id, locked when ``lock``."""
-    return await _one(session, _CART_BY_ID, {"cart_id": cart_id}, lock)
-
-
-def loaded_cart(session: AsyncSession, cart_id: uuid.UUID) -> Cart | None:
-    """The cart ``cart_id`` if this session (one transaction) has already loaded it, without a query."""
-    cart = session.identity_map.get(identity_key(Cart, cart_id))
-    return cart if isinstance(cart, Cart) else None
-
-
-async def _one(session: AsyncSession, query: Select[Cart], params: dict[str, Any], lock: bool) -> Cart | None:
-    result = await session.execute(
-        _LOCKED[query] if lock else query, params, execution_options={"populate_existing": True}
-    )
-    cart: Cart | None = result.scalar_one_or_none()
-    return cart
-
-
-async def add_cart(session: AsyncSession, cart: Cart) -> bool:
-    """Insert ``cart`` in a savepoint; False when a concurrent request created the same user's cart first (the
-    unique constraint refused it; nothing else of the transaction is lost). A guest cart's token is new (32 random
-    bytes), so no other request can hold it: it is inserted without the savepoint (two statements fewer)."""
+async def insert_cart(session: AsyncSession, cart: CartHead, *, token_hash: str | None, now: datetime) -> bool:
+    """Insert a new cart. A user's cart is inserted in a savepoint: False when a concurrent request created the
+    same user's cart first (the unique constraint refused it; nothing else of the transaction is lost). A guest
+    cart's token is new (32 random bytes), so no other request can hold it: it is inserted without the savepoint
+    (two statements fewer)."""
+    params = {
+        "id": cart.id,
+        "user_id": cart.user_id,
+        "token_hash": token_hash,
+        "coupon_code": cart.coupon_code,
+        "expires_at": cart.expires_at,
+        "created_at": now,
+        "updated_at": now,
+    }
     if cart.user_id is None:
-        session.add(cart)
-        await session.flush()
+        await _run(session, _INSERT_CART, params)
         return True
-    return await add_unique(session, cart)
+    try:
+        async with session.begin_nested():
+            await _run(session, _INSERT_CART, params)
+    except IntegrityError:
+        return False
+    return True
 
 
-async def items_of(session: AsyncSession, cart_id: uuid.UUID) -> list[CartItem]:
+async def set_coupon(session: AsyncSession, cart_id: uuid.UUID, coupon_code: str | None, *, now: datetime) -> None:
+    """Apply ``coupon_code`` to the cart (None removes it)."""
+    await _run(session, _SET_COUPON, {"cart_id": cart_id, "coupon_code": coupon_code, "now": now})
+
+
+async def lines(session: AsyncSession, cart_id: uuid.UUID) -> list[Line]:
     """The cart's lines in cart order (the order they were first added)."""
-    return list((await session.execute(_ITEMS_OF, {"cart_id": cart_id})).scalars())
+    return [Line(**row._asdict()) for row in await _run(session, _LINES, {"cart_id": cart_id})]
 
 
-async def item_of(session: AsyncSession, cart_id: uuid.UUID, item_id: uuid.UUID) -> CartItem | None:
+async def line(session: AsyncSession, cart_id: uuid.UUID, item_id: uuid.UUID) -> Line | None:
     """The line ``item_id`` if it belongs to cart ``cart_id`` (None for another cart's line)."""
-    query = select(CartItem).where(CartItem.id == item_id, CartItem.cart_id == cart_id)
-    item: CartItem | None = (await session.execute(query)).scalar_one_or_none()
-    return item
+    row = (await _run(session, _LINE, {"item_id": item_id, "cart_id": cart_id})).first()
+    return Line(**row._asdict()) if row is not None else None
 
 
-def add_item(session: AsyncSession, item: CartItem) -> None:
-    """Stage a new line (flushed with the next query or flush)."""
-    session.add(item)
+async def insert_lines(session: AsyncSession, cart_id: uuid.UUID, new: Sequence[tuple[Line, datetime]]) -> None:
+    """Insert new lines ``(line, created_at)`` into the cart (``created_at`` orders the cart)."""
+    rows = [
+        {
+            "id": item.id,
+            "cart_id": cart_id,
+            "product_id": item.product_id,
+            "variant_id": item.variant_id,
+            "quantity": item.quantity,
+            "created_at": created_at,
+        }
+        for item, created_at in new
+    ]
+    if rows:
+        await _run(session, _INSERT_LINES, rows)
 
 
-async def remove_item(session: AsyncSession, item: CartItem) -> None:
+async def set_quantities(session: AsyncSession, changes: Sequence[tuple[uuid.UUID, int]]) -> None:
+    """Set the quantity of each line ``(item_id, quantity)``."""
+    if changes:
+        await _run(session, _SET_QUANTITY, [{"item_id": item_id, "quantity": n} for item_id, n in changes])
+
+
+async def move_line(session: AsyncSession, item_id: uuid.UUID, *, to_cart: uuid.UUID, quantity: int) -> None:
+    """Move a line to another cart (keeping its place in cart order) with ``quantity`` units."""
+    await _run(session, _MOVE_LINE, {"item_id": item_id, "to_cart": to_cart, "quantity": quantity})
+
+
+async def delete_line(session: AsyncSession, item_id: uuid.UUID) -> None:
     """Delete one line."""
-    await session.delete(item)
-    await session.flush()
+    await _run(session, _DELETE_LINE, {"item_id": item_id})
 
 
-async def clear_items(session: AsyncSession, cart_id: uuid.UUID) -> None:
+async def clear_lines(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Delete every line of the cart."""
-    await session.flush()
-    await session.execute(_CLEAR_ITEMS, {"cart_id": cart_id})
+    await _run(session, _CLEAR_LINES, {"cart_id": cart_id})
 
 
 async def delete_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Delete the cart and its lines."""
-    await clear_items(session, cart_id)
-    await session.execute(delete(Cart).where(Cart.id == cart_id))
+    await clear_lines(session, cart_id)
+    await _run(session, _DELETE_CART, {"cart_id": cart_id})
+
+
+async def _run(
+    session: AsyncSession,
+    statement: Select[Any] | Update | Delete | Any,
+    params: dict[str, Any] | list[dict[str, Any]],
+) -> Result[Any]:
+    """Run a Core statement on the session's connection (in its transaction), past the ORM's execution layer
+    (these statements load no ORM objects and need no autoflush)."""
+    connection = await session.connection()
+    return await connection.execute(statement, params)

@@ -15,8 +15,8 @@ Decisions (documented in the OpenAPI descriptions too):
 - An applied coupon that stops being usable (expired, used up, subtotal below its minimum...) gives no discount:
   the cart shows ``coupon`` null and ``coupon_error`` ``{code, reason, detail}`` instead of failing.
 
-Functions take the request's session, flush but never commit. Amounts are ``Decimal`` in the store currency with
-two decimals; times are aware UTC from :mod:`mercato.platform.clock`.
+Functions take the request's session and write in its transaction, never committing. Amounts are ``Decimal`` in
+the store currency with two decimals; times are aware UTC from :mod:`mercato.platform.clock`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -34,7 +34,7 @@ from mercato.cart import repository
 from mercato.cart import rules as pricing
 from mercato.cart.deps import CartOwner, token_hash
 from mercato.cart.errors import CartItemNotFound
-from mercato.cart.models import Cart, CartItem
+from mercato.cart.repository import CartHead, Key, Line
 from mercato.catalog.units import Unit, UnitKey, require_units, sellable_units
 from mercato.errors import ValidationFailed
 from mercato.inventory.errors import InsufficientStock
@@ -123,9 +123,6 @@ class CheckoutCart:
     cart_id: uuid.UUID
     coupon_code: str | None
     lines: list[tuple[uuid.UUID, uuid.UUID | None, int]]
-    #: the locked cart row itself: holding it keeps it in the session's (weak) identity map, so that
-    #: :func:`empty_cart` finds it there instead of reading it again
-    cart: Cart | None = field(default=None, repr=False, compare=False)
 
 
 EMPTY = CartView(
@@ -166,7 +163,7 @@ async def cart_subtotal(session: AsyncSession, owner: CartOwner) -> Decimal:
     cart = await _live_cart(session, owner, now=clock.now())
     if cart is None:
         return pricing.ZERO
-    items = await repository.items_of(session, cart.id)
+    items = await repository.lines(session, cart.id)
     units = await sellable_units(session, [_key(item) for item in items])
     return pricing.price(_priced_lines(items, units)).subtotal
 
@@ -178,12 +175,11 @@ async def checkout_lines(session: AsyncSession, owner: CartOwner) -> CheckoutCar
     cart = await _live_cart(session, owner, now=clock.now(), lock=True)
     if cart is None:
         return None
-    items = await repository.items_of(session, cart.id)
+    items = await repository.lines(session, cart.id)
     return CheckoutCart(
         cart_id=cart.id,
         coupon_code=cart.coupon_code,
         lines=[(item.product_id, item.variant_id, item.quantity) for item in items],
-        cart=cart,
     )
 
 
@@ -208,28 +204,25 @@ async def add_items(
         summed[(product_id, variant_id)] = summed.get((product_id, variant_id), 0) + quantity
     units = await require_units(session, summed)
     now = clock.now()
-    cart, token = await _cart_for_write(session, owner, now)
-    items = await repository.items_of(session, cart.id)
-    lines = {_key(item): item for item in items}
+    cart, token, created = await _cart_for_write(session, owner, now)
+    items = [] if created else await repository.lines(session, cart.id)
+    index = {_key(item): position for position, item in enumerate(items)}
+    changed: list[tuple[uuid.UUID, int]] = []
+    added: list[tuple[Line, datetime]] = []
     for position, (key, quantity) in enumerate(summed.items()):
-        line = lines.get(key)
-        total = quantity + (line.quantity if line is not None else 0)
+        at = index.get(key)
+        total = quantity + (items[at].quantity if at is not None else 0)
         _check_quantity(total, units[key])
-        if line is not None:
-            line.quantity = total
+        if at is not None:
+            items[at] = Line(items[at].id, key[0], key[1], total)
+            changed.append((items[at].id, total))
         else:
-            item = CartItem(
-                id=clock.new_id(),
-                cart_id=cart.id,
-                product_id=key[0],
-                variant_id=key[1],
-                quantity=quantity,
-                # lines added together keep the order they were given in
-                created_at=now + timedelta(microseconds=position),
-            )
-            repository.add_item(session, item)
+            item = Line(clock.new_id(), key[0], key[1], quantity)
+            # lines added together keep the order they were given in
+            added.append((item, now + timedelta(microseconds=position)))
             items.append(item)
-    await session.flush()
+    await repository.set_quantities(session, changed)
+    await repository.insert_lines(session, cart.id, added)
     return CartChange(await _view(session, cart, owner, items=items, known=units), token)
 
 
@@ -242,52 +235,40 @@ async def set_quantity(session: AsyncSession, owner: CartOwner, item_id: uuid.UU
         ValidationFailed: more than 100 units.
         InsufficientStock: more units than are available.
     """
-    now = clock.now()
-    cart, item = await _owned_item(session, owner, item_id, now)
+    cart, item = await _owned_item(session, owner, item_id)
     if quantity == 0:
-        await repository.remove_item(session, item)
+        await repository.delete_line(session, item.id)
     else:
         units = await require_units(session, [_key(item)])
         _check_quantity(quantity, units[_key(item)])
-        item.quantity = quantity
-    cart.expires_at = now + CART_TTL
-    await session.flush()
+        await repository.set_quantities(session, [(item.id, quantity)])
     return await _view(session, cart, owner)
 
 
 async def remove_item(session: AsyncSession, owner: CartOwner, item_id: uuid.UUID) -> None:
     """Remove one line. Raises :class:`CartItemNotFound` when the owner's cart has no such line."""
-    now = clock.now()
-    cart, item = await _owned_item(session, owner, item_id, now)
-    await repository.remove_item(session, item)
-    cart.expires_at = now + CART_TTL
-    await session.flush()
+    _, item = await _owned_item(session, owner, item_id)
+    await repository.delete_line(session, item.id)
 
 
 async def clear_cart(session: AsyncSession, owner: CartOwner) -> bool:
     """Remove every line and the coupon of the owner's cart (the cart itself stays, with its id and cookie).
     Returns False (and changes nothing) when there is no cart."""
     now = clock.now()
-    cart = await _live_cart(session, owner, now=now, lock=True)
+    cart = await _touch(session, owner, now)
     if cart is None:
         return False
-    await repository.clear_items(session, cart.id)
-    cart.coupon_code = None
-    cart.expires_at = now + CART_TTL
-    await session.flush()
+    await repository.clear_lines(session, cart.id)
+    await repository.set_coupon(session, cart.id, None, now=now)
     return True
 
 
-async def empty_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
-    """Remove all lines and the coupon of cart ``cart_id`` (after an order is placed from it). Nothing happens
-    when the cart does not exist. A cart this transaction already loaded (and locked: order placement reads it
-    with :func:`checkout_lines`) is not read again."""
-    cart = repository.loaded_cart(session, cart_id) or await repository.cart_by_id(session, cart_id, lock=True)
-    if cart is None:
-        return
-    await repository.clear_items(session, cart.id)
-    cart.coupon_code = None
-    await session.flush()
+async def empty_cart(session: AsyncSession, cart: CheckoutCart) -> None:
+    """Remove all lines and the coupon of the cart an order was just placed from (``cart`` from
+    :func:`checkout_lines`, locked in this transaction, so what it read is still true)."""
+    await repository.clear_lines(session, cart.cart_id)
+    if cart.coupon_code is not None:
+        await repository.set_coupon(session, cart.cart_id, None, now=clock.now())
 
 
 # --- coupons -----------------------------------------------------------------------------------------------------
@@ -303,26 +284,24 @@ async def apply_coupon(session: AsyncSession, owner: CartOwner, code: str) -> Ca
             ``per_user_exhausted`` or ``below_minimum``; nothing is changed.
     """
     now = clock.now()
-    cart, token = await _cart_for_write(session, owner, now)
-    items = await repository.items_of(session, cart.id)
+    cart, token, created = await _cart_for_write(session, owner, now)
+    items = [] if created else await repository.lines(session, cart.id)
     units = await sellable_units(session, [_key(item) for item in items])
     subtotal = pricing.price(_priced_lines(items, units)).subtotal
     coupon = await promotions.check(session, code, subtotal=subtotal, user_id=owner.user_id, email=None, now=now)
-    cart.coupon_code = coupon.code
-    await session.flush()
-    return CartChange(await _view(session, cart, owner), token)
+    await repository.set_coupon(session, cart.id, coupon.code, now=now)
+    cart = CartHead(cart.id, cart.user_id, coupon.code, cart.expires_at)
+    return CartChange(await _view(session, cart, owner, items=items, known=units), token)
 
 
 async def remove_coupon(session: AsyncSession, owner: CartOwner) -> CartView:
     """Remove the coupon of the owner's cart; without a cart, the empty cart (nothing is created)."""
     now = clock.now()
-    cart = await _live_cart(session, owner, now=now, lock=True)
+    cart = await _touch(session, owner, now)
     if cart is None:
         return EMPTY
-    cart.coupon_code = None
-    cart.expires_at = now + CART_TTL
-    await session.flush()
-    return await _view(session, cart, owner)
+    await repository.set_coupon(session, cart.id, None, now=now)
+    return await _view(session, CartHead(cart.id, cart.user_id, None, cart.expires_at), owner)
 
 
 # --- sign-in and expiry ------------------------------------------------------------------------------------------
@@ -340,34 +319,34 @@ async def merge_guest_cart(session: AsyncSession, *, user_id: uuid.UUID, guest_t
     checkout).
     """
     now = clock.now()
-    guest = await repository.cart_for_token(session, token_hash(guest_token), lock=True)
+    guest = await repository.find(session, ("token", token_hash(guest_token)), lock=True)
     if guest is None:
         return
-    guest_items = await repository.items_of(session, guest.id)
+    guest_items = await repository.lines(session, guest.id)
     if guest.expires_at <= now or (not guest_items and guest.coupon_code is None):
         await repository.delete_cart(session, guest.id)
         return
-    cart, _ = await _cart_for_write(session, CartOwner(user_id=user_id), now)
-    mine = {_key(item): item for item in await repository.items_of(session, cart.id)}
+    cart, _, created = await _cart_for_write(session, CartOwner(user_id=user_id), now)
+    mine = {} if created else {_key(item): item for item in await repository.lines(session, cart.id)}
     units = await sellable_units(session, [_key(item) for item in guest_items])
+    summed: list[tuple[uuid.UUID, int]] = []
     for item in guest_items:
         unit = units.get(_key(item))
         cap = min(unit.available, MAX_LINE_QUANTITY) if unit is not None else 0
         line = mine.get(_key(item))
         if line is not None:
-            line.quantity = max(line.quantity, min(line.quantity + item.quantity, cap))
+            summed.append((line.id, max(line.quantity, min(line.quantity + item.quantity, cap))))
         elif min(item.quantity, cap) > 0:
-            item.cart_id = cart.id
-            item.quantity = min(item.quantity, cap)
-    if cart.coupon_code is None:
-        cart.coupon_code = guest.coupon_code
-    await session.flush()
+            await repository.move_line(session, item.id, to_cart=cart.id, quantity=min(item.quantity, cap))
+    await repository.set_quantities(session, summed)
+    if cart.coupon_code is None and guest.coupon_code is not None:
+        await repository.set_coupon(session, cart.id, guest.coupon_code, now=now)
     await repository.delete_cart(session, guest.id)
 
 
 async def delete_user_cart(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Delete the user's cart and its lines, if any (account deletion)."""
-    cart = await repository.cart_for_user(session, user_id, lock=True)
+    cart = await repository.find(session, ("user", user_id), lock=True)
     if cart is not None:
         await repository.delete_cart(session, cart.id)
 
@@ -375,7 +354,7 @@ async def delete_user_cart(session: AsyncSession, user_id: uuid.UUID) -> None:
 async def expire_cart(session: AsyncSession, cart_id: uuid.UUID) -> bool:
     """The ``cart.expire`` job's work: delete cart ``cart_id`` if it has expired (True), else schedule the job
     again for its new ``expires_at`` (False). A cart already gone changes nothing (False). Idempotent."""
-    cart = await repository.cart_by_id(session, cart_id, lock=True)
+    cart = await repository.find(session, ("id", cart_id), lock=True)
     if cart is None:
         return False
     if cart.expires_at <= clock.now():
@@ -388,56 +367,64 @@ async def expire_cart(session: AsyncSession, cart_id: uuid.UUID) -> bool:
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def _key(item: CartItem) -> UnitKey:
+def _key(item: Line) -> UnitKey:
     return (item.product_id, item.variant_id)
 
 
-async def _find(session: AsyncSession, owner: CartOwner, *, lock: bool) -> Cart | None:
+def _owner_key(owner: CartOwner) -> Key | None:
     if owner.user_id is not None:
-        return await repository.cart_for_user(session, owner.user_id, lock=lock)
+        return ("user", owner.user_id)
     if owner.token:
-        return await repository.cart_for_token(session, token_hash(owner.token), lock=lock)
+        return ("token", token_hash(owner.token))
     return None
 
 
-async def _live_cart(session: AsyncSession, owner: CartOwner, *, now: datetime, lock: bool = False) -> Cart | None:
-    cart = await _find(session, owner, lock=lock)
+async def _live_cart(session: AsyncSession, owner: CartOwner, *, now: datetime, lock: bool = False) -> CartHead | None:
+    key = _owner_key(owner)
+    cart = await repository.find(session, key, lock=lock) if key is not None else None
     return cart if cart is not None and cart.expires_at > now else None
 
 
-async def _cart_for_write(session: AsyncSession, owner: CartOwner, now: datetime) -> tuple[Cart, str | None]:
+async def _touch(session: AsyncSession, owner: CartOwner, now: datetime) -> CartHead | None:
+    """The owner's live cart, locked, with ``expires_at`` moved 30 days ahead (one statement); None when there is
+    none (or it has expired), and then nothing is changed."""
+    key = _owner_key(owner)
+    return await repository.touch(session, key, now=now, expires_at=now + CART_TTL) if key is not None else None
+
+
+async def _cart_for_write(session: AsyncSession, owner: CartOwner, now: datetime) -> tuple[CartHead, str | None, bool]:
     """The owner's cart, locked, with ``expires_at`` moved 30 days ahead; created (with its expiry job) when there
-    is none or it has expired. Returns the cart and, for a guest, the token the cookie must carry."""
-    cart = await _find(session, owner, lock=True)
-    if cart is not None and cart.expires_at <= now:
-        await repository.delete_cart(session, cart.id)
-        cart = None
+    is none or it has expired. Returns the cart, for a guest the token the cookie must carry, and whether the cart
+    was created now (so it has no lines)."""
+    guest_token = owner.token if owner.user_id is None else None
+    cart = await _touch(session, owner, now)
     if cart is not None:
-        cart.expires_at = now + CART_TTL
-        return cart, owner.token if owner.user_id is None else None
+        return cart, guest_token, False
+    key = _owner_key(owner)
+    if key is not None and (stale := await repository.find(session, key, lock=True)) is not None:
+        await repository.delete_cart(session, stale.id)  # expired: the next write starts a new cart
     token = None if owner.user_id is not None else secrets.token_urlsafe(32)
-    cart = Cart(
-        id=clock.new_id(),
-        user_id=owner.user_id,
-        token_hash=token_hash(token) if token is not None else None,
-        expires_at=now + CART_TTL,
-    )
-    if not await repository.add_cart(session, cart):
+    cart = CartHead(id=clock.new_id(), user_id=owner.user_id, coupon_code=None, expires_at=now + CART_TTL)
+    if not await repository.insert_cart(
+        session, cart, token_hash=token_hash(token) if token is not None else None, now=now
+    ):
         # the same user's concurrent first write created it a moment ago
-        assert owner.user_id is not None
-        existing = await repository.cart_for_user(session, owner.user_id, lock=True)
+        existing = await _touch(session, owner, now)
         assert existing is not None
-        existing.expires_at = now + CART_TTL
-        return existing, None
+        return existing, None, False
     jobs.enqueue(session, EXPIRE_JOB, {"cart_id": str(cart.id)}, run_at=cart.expires_at)
-    return cart, token
+    return cart, token, True
 
 
-async def _owned_item(
-    session: AsyncSession, owner: CartOwner, item_id: uuid.UUID, now: datetime
-) -> tuple[Cart, CartItem]:
-    cart = await _live_cart(session, owner, now=now, lock=True)
-    item = await repository.item_of(session, cart.id, item_id) if cart is not None else None
+async def _owned_item(session: AsyncSession, owner: CartOwner, item_id: uuid.UUID) -> tuple[CartHead, Line]:
+    """The owner's live cart (locked, its expiry moved: the caller changes it) and its line ``item_id``.
+
+    Raises:
+        CartItemNotFound: no live cart, or no such line in it (nothing is changed then: the caller's transaction
+            rolls back).
+    """
+    cart = await _touch(session, owner, clock.now())
+    item = await repository.line(session, cart.id, item_id) if cart is not None else None
     if cart is None or item is None:
         raise CartItemNotFound(f"Your cart has no item {item_id}.")
     return cart, item
@@ -457,17 +444,17 @@ def _check_quantity(quantity: int, unit: Unit) -> None:
         )
 
 
-def _priced_lines(items: Sequence[CartItem], units: dict[UnitKey, Unit]) -> list[pricing.Line]:
+def _priced_lines(items: Sequence[Line], units: dict[UnitKey, Unit]) -> list[pricing.Line]:
     return [pricing.Line(item.id, units[_key(item)].unit_price, item.quantity) for item in items if _key(item) in units]
 
 
 async def _view(
     session: AsyncSession,
-    cart: Cart | None,
+    cart: CartHead | None,
     owner: CartOwner,
     *,
     destination: tuple[str, str | None] | None = None,
-    items: list[CartItem] | None = None,
+    items: list[Line] | None = None,
     known: dict[UnitKey, Unit] | None = None,
 ) -> CartView:
     """Price ``cart`` now with the one pricing function. Shipping and tax only for a ``(country, region)``
@@ -477,7 +464,7 @@ async def _view(
     if cart is None:
         return EMPTY
     if items is None:
-        items = await repository.items_of(session, cart.id)
+        items = await repository.lines(session, cart.id)
     keys = [_key(item) for item in items]
     units = {key: known[key] for key in keys if key in known} if known else {}
     if missing := [key for key in keys if key not in units]:

@@ -111,7 +111,7 @@ async def place_order(
         token=token,
         expires=True,
     )
-    await cart_service.empty_cart(session, cart.cart_id)
+    await cart_service.empty_cart(session, cart)
     return order, token
 
 
