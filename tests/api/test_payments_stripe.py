@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import stripe
+from sqlalchemy import select
 
 from mercato.app import create_app
 from mercato.payments import gateways, handlers
@@ -29,9 +31,9 @@ from mercato.payments.gateways.stripe import StripeGateway
 from mercato.payments.models import Refund
 from mercato.platform.context import Services
 from mercato.platform.jobs import Job
-from tests.api.test_orders import count
-from tests.api.test_payments import money_problems, order_row, placed
-from tests.conftest import Backend, bearer, make_admin, sent_mail
+from tests.api.test_orders import count, stock
+from tests.api.test_payments import money_problems, order_row, placed, run_jobs_at
+from tests.conftest import Backend, bearer, make_admin, run_jobs_after_reservation_ttl, sent_mail
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stripe"
 SECRET = "whsec_test_0123456789abcdef"
@@ -281,6 +283,52 @@ async def test_a_processing_payment_that_fails_leaves_the_order_payable(
         PAYMENTS, json={"order_id": order["id"], "payment_token": "tok_mastercard"}, headers=headers
     )
     assert again.status_code == 201 and (await order_row(services, order["id"])).payment_status == "paid"
+    assert await money_problems(services) == []
+
+
+@pytest.mark.parametrize("decision", ["succeeded", "requires_payment_method"])
+async def test_a_payment_stripe_still_processes_at_the_deadline_holds_the_order_until_stripe_decides(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe, decision: str
+) -> None:
+    """A PaymentIntent still ``processing`` when the reservation runs out: the expiry job leaves the order and its
+    reserved units alone and looks again later. Stripe then decides: a success pays the order (its units sold,
+    nothing refunded, never cancelled); a failure lets the next look cancel it as ``expired`` and release them."""
+    admin = await _admin(services, client)
+    order, headers, pid = await placed(client, admin)
+    fake.intent_status = "processing"
+    body = {"order_id": order["id"], "payment_token": "tok_visa"}
+    assert (await stripe_client.post(PAYMENTS, json=body, headers=headers)).status_code == 503
+
+    await run_jobs_after_reservation_ttl(services)
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status, row.cancel_reason) == ("pending", "unpaid", None)
+    assert await stock(services, pid) == (5, 2)
+    async with services.db.session(write=False) as session:
+        recheck = await session.scalar(select(Job.run_at).where(Job.name == "orders.expire"))
+    deadline = datetime.fromisoformat(order["reservation_expires_at"])
+    assert recheck is not None and recheck > deadline  # looks again later
+
+    kind = "payment_intent.succeeded" if decision == "succeeded" else "payment_intent.payment_failed"
+    event, signed = _event(kind, fake.settle_intent(decision))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+    await run_jobs_at(services, deadline + timedelta(hours=2))
+
+    row = await order_row(services, order["id"])
+    if decision == "succeeded":
+        assert (row.status, row.payment_status, row.cancel_reason) == ("processing", "paid", None)
+        assert await stock(services, pid) == (3, 0)
+    else:
+        assert (row.status, row.payment_status, row.cancel_reason) == ("cancelled", "failed", "expired")
+        assert await stock(services, pid) == (5, 0)
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [e["type"] for e in events] == [
+        "order.placed",
+        "order.paid" if decision == "succeeded" else "order.payment_failed",
+        *([] if decision == "succeeded" else ["order.cancelled"]),
+    ]
+    assert fake.refunds == {} and await count(services, Refund) == 0
+    assert await count(services, Job, Job.name == "orders.expire") == 0
     assert await money_problems(services) == []
 
 

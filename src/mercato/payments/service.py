@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -50,7 +50,7 @@ from mercato.payments.gateways.base import Card, Gateway, GatewayUnavailable, Ou
 from mercato.payments.models import Payment, PaymentMethod, PaymentState, Refund, RefundState, WebhookEvent
 from mercato.payments.schemas import MethodCreate, PaymentCreate, RefundCreate
 from mercato.platform import clock, jobs
-from mercato.platform.context import Services
+from mercato.platform.context import Services, services_of
 from mercato.platform.idempotency import IdempotencyMismatch
 
 log = structlog.get_logger("mercato.payments")
@@ -350,6 +350,29 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
         await _apply_success(session, late, order, outcome, actor_id=None)
     log.warning("late charge recorded", payment_id=str(payment.id), order_paid=late.applied)
     return "late-charge"
+
+
+async def payment_in_flight(session: AsyncSession, order_id: uuid.UUID) -> datetime | None:
+    """When to look again at the order's payment attempt still waiting for the gateway — being charged right now,
+    or taken and not decided yet (a Stripe PaymentIntent ``processing``) — or None when no attempt of the order
+    is (API.md "Inventory": reservation expiry; ``orders.expire`` does not cancel an order under a charge that
+    may still succeed).
+
+    The time is after the attempt's reconcile job is first due (it asks the gateway and records the answer), and
+    after as long again as the attempt has been waiting, at most :data:`mercato.platform.jobs.MAX_BACKOFF_S`: an
+    attempt undecided for days (a bank debit) is looked at less and less often, as its reconcile job retries.
+
+    The caller holds the order's row lock (a payment records its attempt under it, so none starts unseen).
+
+    Returns:
+        An aware UTC instant, or None.
+    """
+    running = await repository.pending_payment(session, order_id)
+    if running is None:
+        return None
+    now = clock.now()
+    waited = now - running.updated_at
+    return now + min(max(_reconcile_at(services_of(session)), waited), timedelta(seconds=jobs.MAX_BACKOFF_S))
 
 
 def _refund_later(session: AsyncSession, payment: Payment, *, reason: str) -> None:
