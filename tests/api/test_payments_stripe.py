@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import stripe
 from sqlalchemy import select
 
 from mercato.app import create_app
+from mercato.checks import all_checks
 from mercato.payments import gateways, handlers
 from mercato.payments import service as payments
 from mercato.payments.gateways.base import GatewayUnavailable
@@ -434,6 +435,116 @@ async def test_a_pending_stripe_refund_that_fails_leaves_the_money_where_it_was(
     again = await stripe_client.post(url, json={"reason": "bank transfer instead"}, headers=admin)
     assert again.status_code == 201 and again.json()["status"] == "completed"
     assert (await order_row(services, order["id"])).payment_status == "refunded"
+    assert await money_problems(services) == []
+
+
+async def _cancel_with_a_pending_refund(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, runner: Services, fake: FakeStripe
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """An order paid (40.00) through Stripe and cancelled by its customer; ``runner`` ran the refund job and Stripe
+    took the refund (``re_fake1``) without deciding it yet. Returns the order and its customer's headers."""
+    order, headers, _ = await _paid_through_stripe(client, stripe_client, services)
+    fake.refund_status = "pending"
+    cancelled = await stripe_client.delete(f"/api/v1/orders/{order['id']}", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    await runner.jobs.run_due()  # payments.refund_cancelled_order: Stripe answers pending, the job is done
+    async with services.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund)))
+    assert [(r.amount, r.reason, r.status, r.gateway_reference) for r in refunds] == [
+        (Decimal("40.00"), "order cancelled", "pending", "re_fake1")
+    ]
+    assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 0
+    return order, headers
+
+
+async def _still_to_refund(services: Services) -> list[str]:
+    """What ``mercato check`` leaves to a person: cancelled orders holding money, dead jobs."""
+    async with services.db.session(write=False) as session:
+        checks = all_checks()
+        return [*await checks["payments.cancelled_orders_refunded"](session), *await checks["jobs.none_dead"](session)]
+
+
+async def test_a_cancelled_orders_refund_that_stripe_fails_later_is_made_again(
+    client: httpx.AsyncClient,
+    stripe_client: httpx.AsyncClient,
+    services: Services,
+    fake: FakeStripe,
+) -> None:
+    """The refund of a cancelled order was pending at Stripe when its job finished; Stripe then fails it
+    (``refund.failed``). The money is not left with the shop: a new refund attempt (its own id, so its own
+    Stripe Idempotency-Key) is scheduled with backoff, and refunds the order once Stripe accepts it."""
+    order, headers = await _cancel_with_a_pending_refund(client, stripe_client, services, services, fake)
+
+    event, signed = _event("refund.failed", fake.settle_refund("failed"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    async with services.db.session(write=False) as session:
+        retry = (await session.execute(select(Job).where(Job.name == "payments.refund_cancelled_order"))).scalar_one()
+    assert (retry.status, retry.attempts, retry.payload) == ("queued", 1, {"order_id": order["id"]})
+    assert await _still_to_refund(services) == []  # being retried: nobody needs to step in yet
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "paid")
+    fake.refund_status = "succeeded"
+    await run_jobs_at(services, retry.run_at + timedelta(seconds=1))
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "refunded")
+    async with services.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund).order_by(Refund.created_at)))
+    assert [(r.amount, r.status, r.failure_reason, r.gateway_reference) for r in refunds] == [
+        (Decimal("40.00"), "failed", "expired_or_canceled_card", "re_fake1"),
+        (Decimal("40.00"), "completed", None, "re_fake2"),
+    ]
+    keys = [key for method, path, _, key in fake.requests if (method, path) == ("POST", "/v1/refunds")]
+    assert keys == [str(r.id) for r in refunds]  # one Stripe refund per attempt, each under its own key
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["refunded_amount"]) == ("refunded", "40.00")
+    mail = await _refund_mail(services, order["customer_email"])
+    assert len(mail) == 1 and "40.00 USD" in mail[0]
+    assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 0
+    assert await _still_to_refund(services) == [] and await money_problems(services) == []
+
+
+async def test_a_cancelled_orders_refund_is_retried_a_bounded_number_of_times_then_reported(
+    migrated: Backend,
+    client: httpx.AsyncClient,
+    stripe_client: httpx.AsyncClient,
+    services: Services,
+    fake: FakeStripe,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attempts of a cancelled order's refund that Stripe fails after taking them count against
+    ``MERCATO_JOB_MAX_ATTEMPTS`` (here 2), as failed runs of the refund job do: after the last, nothing is
+    scheduled again and ``mercato check`` names the order, the money it holds and Stripe's reason."""
+    runner = Services.build(
+        migrated.settings(
+            payment_gateway="stripe", stripe_api_key="sk_test_mercato", stripe_webhook_secret=SECRET, job_max_attempts=2
+        ),
+        cache_prefix=migrated.prefix,
+    )
+    monkeypatch.setitem(gateways._cache, (id(runner), "stripe"), gateways.by_name(services, "stripe"))
+    try:
+        order, _ = await _cancel_with_a_pending_refund(client, stripe_client, services, runner, fake)
+        now = datetime.now(UTC)
+        fake.settle_refund("failed")
+        await run_jobs_at(runner, now + timedelta(minutes=1))  # the refund's reconcile job finds it failed
+        assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 1
+        await run_jobs_at(runner, now + timedelta(minutes=2))  # the second attempt: pending at Stripe again
+        assert await count(services, Refund, Refund.status == "pending") == 1
+        fake.settle_refund("failed")
+
+        await run_jobs_at(runner, now + timedelta(minutes=3))
+    finally:
+        await runner.close()
+
+    assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 0  # no third attempt
+    assert await count(services, Refund, Refund.status == "failed") == 2 and len(fake.refunds) == 2
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "paid")
+    assert await _still_to_refund(services) == [
+        f"order {order['number']}: cancelled but payment_status paid, still holding 40.00 USD; "
+        "last refund refused: expired_or_canceled_card"
+    ]
     assert await money_problems(services) == []
 
 
