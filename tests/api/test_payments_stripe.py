@@ -438,6 +438,32 @@ async def test_a_pending_stripe_refund_that_fails_leaves_the_money_where_it_was(
     assert await money_problems(services) == []
 
 
+async def test_a_refund_an_api_key_asked_for_names_the_key_when_stripe_completes_it_later(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
+) -> None:
+    """The ``order.refunded`` event of a refund made with an API key names the key, also when Stripe decides the
+    refund later and a webhook (sent with no key) records it."""
+    order, headers, admin = await _paid_through_stripe(client, stripe_client, services)
+    created = await client.post("/api/v1/admin/api-keys", headers=admin, json={"name": "erp", "role": "admin"})
+    key_id, key = created.json()["id"], {"X-API-Key": created.json()["key"]}
+    fake.refund_status = "pending"
+    url = f"/api/v1/orders/{order['id']}/refund"
+    answer = await stripe_client.post(url, json={"amount": "15.00", "reason": "scratched"}, headers=key)
+    assert answer.status_code == 201 and answer.json()["status"] == "pending"
+
+    event, signed = _event("refund.updated", fake.settle_refund("succeeded"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    history = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [(e["type"], e["actor_id"], e["api_key_id"]) for e in history] == [
+        ("order.placed", order["user_id"], None),
+        ("order.paid", order["user_id"], None),
+        ("order.refunded", None, key_id),
+    ]
+    assert history[2]["data"]["amount"] == "15.00"
+    assert await money_problems(services) == []
+
+
 async def _cancel_with_a_pending_refund(
     client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, runner: Services, fake: FakeStripe
 ) -> tuple[dict[str, Any], dict[str, str]]:

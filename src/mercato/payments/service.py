@@ -467,7 +467,6 @@ async def _refund(
     request_key: str | None,
     request_fingerprint: str | None,
 ) -> Refund:
-    actor_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
         earlier = await repository.refund_for_request(session, request_key) if request_key else None
         if earlier is not None:
@@ -484,7 +483,7 @@ async def _refund(
             refund_id = earlier.id
         else:
             refund_id, safety_net = await _record_refund(
-                session, services, order, payment_id, body, actor_id, request_key, request_fingerprint
+                session, services, order, payment_id, body, principal, request_key, request_fingerprint
             )
     refund = await _carry_out(services, refund_id, done=safety_net)
     if refund.status == RefundState.failed:
@@ -498,12 +497,12 @@ async def _record_refund(
     order: Order,
     payment_id: uuid.UUID | None,
     body: RefundCreate,
-    actor_id: uuid.UUID | None,
+    principal: Principal | None,
     request_key: str | None,
     request_fingerprint: str | None,
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending.
-    Returns the refund's id and its reconcile job's."""
+    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending
+    with who asked for it (``principal``'s user or API key). Returns the refund's id and its reconcile job's."""
     payment = await repository.payment(session, payment_id, lock=True) if payment_id else None
     if payment is None:
         payment = await repository.captured_payment(session, order.id)
@@ -527,7 +526,8 @@ async def _record_refund(
         reason=body.reason,
         restock=body.restock,
         status=RefundState.pending,
-        actor_id=actor_id,
+        actor_id=principal.user_id if principal is not None else None,
+        api_key_id=principal.api_key_id if principal is not None else None,
         request_key=request_key,
         request_fingerprint=request_fingerprint if request_key else None,
     )
@@ -622,6 +622,7 @@ async def _settle_refund(
                 fully=payment.status == PaymentState.refunded,
                 restock=refund.restock,
                 actor_id=refund.actor_id,
+                api_key_id=refund.api_key_id,
             )
         return refund
 
