@@ -4,6 +4,8 @@ tracking, the shipping address, the events each change appends and the emails it
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import uuid
 from email.message import EmailMessage
 from typing import Any
@@ -476,3 +478,50 @@ async def test_orders_without_an_email_move_without_mail(
     assert tracking["estimated_delivery"] == "2026-12-20"
     assert await levels(client, admin, pid) == (4, 0)
     assert len(await sent_mail(services)) == before
+
+
+async def test_changes_made_with_an_api_key_name_the_key_in_the_order_events(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """An API key belongs to no user, so its events have no ``actor_id``; ``api_key_id`` names the key (as the
+    audit log does). Events of users and of the system (a job run right after the key's requests) name no key."""
+    keys = {}
+    for role in ("admin", "sales"):
+        created = await client.post("/api/v1/admin/api-keys", headers=admin, json={"name": f"erp-{role}", "role": role})
+        assert created.status_code == 201, created.text
+        keys[role] = (created.json()["id"], {"X-API-Key": created.json()["key"]})
+    admin_key_id, admin_key = keys["admin"]
+    sales_key_id, sales_key = keys["sales"]
+    pid = await product(client, admin, stock=5)
+    user = await register(client)
+    order = await place(client, pid, bearer(user), 1)
+    unpaid = await place(client, pid, bearer(user), 1)
+    body = {"customer": {"name": "Grace Hopper"}, "items": [{"product_id": pid, "quantity": 1}], "channel": "call"}
+    taken = await client.post("/api/v1/admin/orders", json=body | {"shipping_address": ADDRESS}, headers=sales_key)
+    assert taken.status_code == 201, taken.text
+
+    noted = await client.patch(f"{ORDERS}/{order['id']}", json={"notes": "gift wrap"}, headers=admin_key)
+    confirmed = await client.post(f"{ORDERS}/{order['id']}/confirm", json={}, headers=admin_key)
+    shipped = await client.put(f"{ORDERS}/{order['id']}/status", json={"status": "shipped"}, headers=admin_key)
+    cancelled = await client.delete(f"{ORDERS}/{taken.json()['id']}", headers=admin_key)
+
+    assert [r.status_code for r in (noted, confirmed, shipped, cancelled)] == [200] * 4
+    # then the unpaid order expires: the job runner (a task of its own, outside any request) acts for no key
+    await asyncio.create_task(run_jobs_after_reservation_ttl(services), context=contextvars.Context())
+    history = await events(client, order["id"], bearer(user))
+    assert [(e["type"], e["actor_id"], e["api_key_id"]) for e in history] == [
+        ("order.placed", user["user"]["id"], None),
+        ("order.updated", None, admin_key_id),
+        ("order.confirmed", None, admin_key_id),
+        ("order.shipped", None, admin_key_id),
+    ]
+    channel = await events(client, taken.json()["id"], admin)
+    assert [(e["type"], e["actor_id"], e["api_key_id"]) for e in channel] == [
+        ("order.placed", None, sales_key_id),
+        ("order.cancelled", None, admin_key_id),
+    ]
+    expired = await events(client, unpaid["id"], bearer(user))
+    assert [(e["type"], e["actor_id"], e["api_key_id"]) for e in expired] == [
+        ("order.placed", user["user"]["id"], None),
+        ("order.cancelled", None, None),
+    ]

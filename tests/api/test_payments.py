@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -959,6 +959,55 @@ async def test_a_free_order_is_paid_at_placement(
     assert await stock(services, pid) == (2, 0)
     assert (await pay(client, order["id"], headers)).status_code == 409
     assert await count(services, Payment) == 0 and await money_problems(services) == []
+
+
+async def run_jobs_at(services: Services, at: datetime) -> int:
+    """Run the jobs due at ``at`` (UTC) as the clock then reads; returns how many ran."""
+    clock.set_clock(lambda: at)
+    try:
+        return await services.jobs.run_due()
+    finally:
+        clock.set_clock(None)
+
+
+async def test_a_payment_in_flight_at_the_reservation_deadline_keeps_the_order(
+    migrated: Backend, client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """The customer pays a second before the reservation runs out; the gateway charges, and the expiry job runs
+    while its answer is on the way. The order is not cancelled under the charge: the payment answers 201, the
+    order is paid with its reserved units sold, nothing is refunded, and the expiry job looks again later and
+    leaves the paid order alone."""
+    order, headers, pid = await placed(client, admin)
+    await services.jobs.run_due()  # the confirmation email
+    deadline = datetime.fromisoformat(order["reservation_expires_at"])
+    held = _slow(migrated, gateway_timeout=10, test_gateway_hold=1)  # books the charge, answers a second later
+    try:
+        clock.set_clock(lambda: deadline - timedelta(seconds=1))
+        async with _client_of(held) as held_client:
+            paying = asyncio.create_task(pay(held_client, order["id"], headers))
+            while await count(services, LedgerEntry) == 0:  # noqa: ASYNC110 - polling the gateway's ledger
+                await asyncio.sleep(0.02)
+            clock.set_clock(lambda: deadline + timedelta(seconds=1))
+            await services.jobs.run_due()  # the expiry job (the payment's reconcile job is not due yet)
+            rechecks = await count(services, Job, Job.name == "orders.expire")
+            answer = await paying
+    finally:
+        clock.set_clock(None)
+        await held.close()
+
+    assert answer.status_code == 201, answer.text
+    assert rechecks == 1  # the expiry job looks again later
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status, row.cancel_reason) == ("processing", "paid", None)
+    assert await stock(services, pid) == (3, 0)  # the reserved units are sold, not released
+    await run_jobs_at(services, deadline + timedelta(hours=2))  # the later look changes nothing
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [(e["type"], e["status"]) for e in events] == [("order.placed", "pending"), ("order.paid", "processing")]
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("processing", "paid") and await stock(services, pid) == (3, 0)
+    assert await count(services, Refund) == 0 and await count(services, LedgerEntry) == 1
+    assert await count(services, Job, Job.name == "orders.expire") == 0
+    assert await money_problems(services) == []
 
 
 async def test_a_declined_order_keeps_its_reservation_until_it_expires(

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import stripe
+from sqlalchemy import select
 
 from mercato.app import create_app
+from mercato.checks import all_checks
 from mercato.payments import gateways, handlers
 from mercato.payments import service as payments
 from mercato.payments.gateways.base import GatewayUnavailable
@@ -29,9 +32,9 @@ from mercato.payments.gateways.stripe import StripeGateway
 from mercato.payments.models import Refund
 from mercato.platform.context import Services
 from mercato.platform.jobs import Job
-from tests.api.test_orders import count
-from tests.api.test_payments import money_problems, order_row, placed
-from tests.conftest import Backend, bearer, make_admin, sent_mail
+from tests.api.test_orders import count, stock
+from tests.api.test_payments import money_problems, order_row, placed, run_jobs_at
+from tests.conftest import Backend, bearer, make_admin, run_jobs_after_reservation_ttl, sent_mail
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "stripe"
 SECRET = "whsec_test_0123456789abcdef"
@@ -284,6 +287,52 @@ async def test_a_processing_payment_that_fails_leaves_the_order_payable(
     assert await money_problems(services) == []
 
 
+@pytest.mark.parametrize("decision", ["succeeded", "requires_payment_method"])
+async def test_a_payment_stripe_still_processes_at_the_deadline_holds_the_order_until_stripe_decides(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe, decision: str
+) -> None:
+    """A PaymentIntent still ``processing`` when the reservation runs out: the expiry job leaves the order and its
+    reserved units alone and looks again later. Stripe then decides: a success pays the order (its units sold,
+    nothing refunded, never cancelled); a failure lets the next look cancel it as ``expired`` and release them."""
+    admin = await _admin(services, client)
+    order, headers, pid = await placed(client, admin)
+    fake.intent_status = "processing"
+    body = {"order_id": order["id"], "payment_token": "tok_visa"}
+    assert (await stripe_client.post(PAYMENTS, json=body, headers=headers)).status_code == 503
+
+    await run_jobs_after_reservation_ttl(services)
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status, row.cancel_reason) == ("pending", "unpaid", None)
+    assert await stock(services, pid) == (5, 2)
+    async with services.db.session(write=False) as session:
+        recheck = await session.scalar(select(Job.run_at).where(Job.name == "orders.expire"))
+    deadline = datetime.fromisoformat(order["reservation_expires_at"])
+    assert recheck is not None and recheck > deadline  # looks again later
+
+    kind = "payment_intent.succeeded" if decision == "succeeded" else "payment_intent.payment_failed"
+    event, signed = _event(kind, fake.settle_intent(decision))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+    await run_jobs_at(services, deadline + timedelta(hours=2))
+
+    row = await order_row(services, order["id"])
+    if decision == "succeeded":
+        assert (row.status, row.payment_status, row.cancel_reason) == ("processing", "paid", None)
+        assert await stock(services, pid) == (3, 0)
+    else:
+        assert (row.status, row.payment_status, row.cancel_reason) == ("cancelled", "failed", "expired")
+        assert await stock(services, pid) == (5, 0)
+    events = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [e["type"] for e in events] == [
+        "order.placed",
+        "order.paid" if decision == "succeeded" else "order.payment_failed",
+        *([] if decision == "succeeded" else ["order.cancelled"]),
+    ]
+    assert fake.refunds == {} and await count(services, Refund) == 0
+    assert await count(services, Job, Job.name == "orders.expire") == 0
+    assert await money_problems(services) == []
+
+
 async def test_a_payment_that_requires_3d_secure_is_declined_and_cancelled_at_stripe(
     client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
 ) -> None:
@@ -386,6 +435,142 @@ async def test_a_pending_stripe_refund_that_fails_leaves_the_money_where_it_was(
     again = await stripe_client.post(url, json={"reason": "bank transfer instead"}, headers=admin)
     assert again.status_code == 201 and again.json()["status"] == "completed"
     assert (await order_row(services, order["id"])).payment_status == "refunded"
+    assert await money_problems(services) == []
+
+
+async def test_a_refund_an_api_key_asked_for_names_the_key_when_stripe_completes_it_later(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, fake: FakeStripe
+) -> None:
+    """The ``order.refunded`` event of a refund made with an API key names the key, also when Stripe decides the
+    refund later and a webhook (sent with no key) records it."""
+    order, headers, admin = await _paid_through_stripe(client, stripe_client, services)
+    created = await client.post("/api/v1/admin/api-keys", headers=admin, json={"name": "erp", "role": "admin"})
+    key_id, key = created.json()["id"], {"X-API-Key": created.json()["key"]}
+    fake.refund_status = "pending"
+    url = f"/api/v1/orders/{order['id']}/refund"
+    answer = await stripe_client.post(url, json={"amount": "15.00", "reason": "scratched"}, headers=key)
+    assert answer.status_code == 201 and answer.json()["status"] == "pending"
+
+    event, signed = _event("refund.updated", fake.settle_refund("succeeded"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    history = (await client.get(f"/api/v1/orders/{order['id']}/events", headers=headers)).json()["data"]
+    assert [(e["type"], e["actor_id"], e["api_key_id"]) for e in history] == [
+        ("order.placed", order["user_id"], None),
+        ("order.paid", order["user_id"], None),
+        ("order.refunded", None, key_id),
+    ]
+    assert history[2]["data"]["amount"] == "15.00"
+    assert await money_problems(services) == []
+
+
+async def _cancel_with_a_pending_refund(
+    client: httpx.AsyncClient, stripe_client: httpx.AsyncClient, services: Services, runner: Services, fake: FakeStripe
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """An order paid (40.00) through Stripe and cancelled by its customer; ``runner`` ran the refund job and Stripe
+    took the refund (``re_fake1``) without deciding it yet. Returns the order and its customer's headers."""
+    order, headers, _ = await _paid_through_stripe(client, stripe_client, services)
+    fake.refund_status = "pending"
+    cancelled = await stripe_client.delete(f"/api/v1/orders/{order['id']}", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    await runner.jobs.run_due()  # payments.refund_cancelled_order: Stripe answers pending, the job is done
+    async with services.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund)))
+    assert [(r.amount, r.reason, r.status, r.gateway_reference) for r in refunds] == [
+        (Decimal("40.00"), "order cancelled", "pending", "re_fake1")
+    ]
+    assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 0
+    return order, headers
+
+
+async def _still_to_refund(services: Services) -> list[str]:
+    """What ``mercato check`` leaves to a person: cancelled orders holding money, dead jobs."""
+    async with services.db.session(write=False) as session:
+        checks = all_checks()
+        return [*await checks["payments.cancelled_orders_refunded"](session), *await checks["jobs.none_dead"](session)]
+
+
+async def test_a_cancelled_orders_refund_that_stripe_fails_later_is_made_again(
+    client: httpx.AsyncClient,
+    stripe_client: httpx.AsyncClient,
+    services: Services,
+    fake: FakeStripe,
+) -> None:
+    """The refund of a cancelled order was pending at Stripe when its job finished; Stripe then fails it
+    (``refund.failed``). The money is not left with the shop: a new refund attempt (its own id, so its own
+    Stripe Idempotency-Key) is scheduled with backoff, and refunds the order once Stripe accepts it."""
+    order, headers = await _cancel_with_a_pending_refund(client, stripe_client, services, services, fake)
+
+    event, signed = _event("refund.failed", fake.settle_refund("failed"))
+    assert (await stripe_client.post(f"{PAYMENTS}/webhooks/stripe", content=event, headers=signed)).status_code == 200
+
+    async with services.db.session(write=False) as session:
+        retry = (await session.execute(select(Job).where(Job.name == "payments.refund_cancelled_order"))).scalar_one()
+    assert (retry.status, retry.attempts, retry.payload) == ("queued", 1, {"order_id": order["id"]})
+    assert await _still_to_refund(services) == []  # being retried: nobody needs to step in yet
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "paid")
+    fake.refund_status = "succeeded"
+    await run_jobs_at(services, retry.run_at + timedelta(seconds=1))
+
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "refunded")
+    async with services.db.session(write=False) as session:
+        refunds = list(await session.scalars(select(Refund).order_by(Refund.created_at)))
+    assert [(r.amount, r.status, r.failure_reason, r.gateway_reference) for r in refunds] == [
+        (Decimal("40.00"), "failed", "expired_or_canceled_card", "re_fake1"),
+        (Decimal("40.00"), "completed", None, "re_fake2"),
+    ]
+    keys = [key for method, path, _, key in fake.requests if (method, path) == ("POST", "/v1/refunds")]
+    assert keys == [str(r.id) for r in refunds]  # one Stripe refund per attempt, each under its own key
+    payment = (await client.get(PAYMENTS, headers=headers)).json()["data"][0]
+    assert (payment["status"], payment["refunded_amount"]) == ("refunded", "40.00")
+    mail = await _refund_mail(services, order["customer_email"])
+    assert len(mail) == 1 and "40.00 USD" in mail[0]
+    assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 0
+    assert await _still_to_refund(services) == [] and await money_problems(services) == []
+
+
+async def test_a_cancelled_orders_refund_is_retried_a_bounded_number_of_times_then_reported(
+    migrated: Backend,
+    client: httpx.AsyncClient,
+    stripe_client: httpx.AsyncClient,
+    services: Services,
+    fake: FakeStripe,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Attempts of a cancelled order's refund that Stripe fails after taking them count against
+    ``MERCATO_JOB_MAX_ATTEMPTS`` (here 2), as failed runs of the refund job do: after the last, nothing is
+    scheduled again and ``mercato check`` names the order, the money it holds and Stripe's reason."""
+    runner = Services.build(
+        migrated.settings(
+            payment_gateway="stripe", stripe_api_key="sk_test_mercato", stripe_webhook_secret=SECRET, job_max_attempts=2
+        ),
+        cache_prefix=migrated.prefix,
+    )
+    monkeypatch.setitem(gateways._cache, (id(runner), "stripe"), gateways.by_name(services, "stripe"))
+    try:
+        order, _ = await _cancel_with_a_pending_refund(client, stripe_client, services, runner, fake)
+        now = datetime.now(UTC)
+        fake.settle_refund("failed")
+        await run_jobs_at(runner, now + timedelta(minutes=1))  # the refund's reconcile job finds it failed
+        assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 1
+        await run_jobs_at(runner, now + timedelta(minutes=2))  # the second attempt: pending at Stripe again
+        assert await count(services, Refund, Refund.status == "pending") == 1
+        fake.settle_refund("failed")
+
+        await run_jobs_at(runner, now + timedelta(minutes=3))
+    finally:
+        await runner.close()
+
+    assert await count(services, Job, Job.name == "payments.refund_cancelled_order") == 0  # no third attempt
+    assert await count(services, Refund, Refund.status == "failed") == 2 and len(fake.refunds) == 2
+    row = await order_row(services, order["id"])
+    assert (row.status, row.payment_status) == ("cancelled", "paid")
+    assert await _still_to_refund(services) == [
+        f"order {order['number']}: cancelled but payment_status paid, still holding 40.00 USD; "
+        "last refund refused: expired_or_canceled_card"
+    ]
     assert await money_problems(services) == []
 
 

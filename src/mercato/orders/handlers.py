@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from mercato.orders import service
+from mercato.payments import service as payments
 from mercato.platform import jobs
 
 if TYPE_CHECKING:
@@ -19,8 +20,11 @@ log = structlog.get_logger("mercato.orders")
 @jobs.handler(service.EXPIRE_JOB)
 async def expire_reservation(services: Services, payload: dict[str, Any]) -> None:
     """Cancel the order ``payload["order_id"]`` with reason ``expired`` if it is still unpaid and its reservation
-    has passed (the order releases its stock and coupon use). Runs at least once; repeats change nothing."""
+    has passed (the order releases its stock and coupon use) — unless a payment of it is still waiting for the
+    gateway: then the job is scheduled again for later. Runs at least once; repeats change nothing."""
     async with services.db.session(write=True) as session:
-        expired = await service.expire_order(session, uuid.UUID(payload["order_id"]))
+        expired = await service.expire_order(
+            session, uuid.UUID(payload["order_id"]), payment_in_flight=payments.payment_in_flight
+        )
     if expired:
         log.info("order reservation expired", order_id=payload["order_id"])

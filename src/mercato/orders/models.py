@@ -130,7 +130,9 @@ class OrderItem(Base):
 
 class OrderEvent(Base):
     """One appended change of an order: ``type`` (``order.placed`` ...), ``status`` after it, ``data`` (the
-    changed fields, for rebuilding the order ``as_of`` a time), who and when (microseconds, UTC)."""
+    changed fields, for rebuilding the order ``as_of`` a time), who and when (microseconds, UTC). Who: the user
+    (``actor_id``), or the API key it was made with (``api_key_id``; a key belongs to no user), or neither for
+    the system (a job) — as in the audit log."""
 
     __tablename__ = "order_events"
     __table_args__ = (UniqueConstraint("order_id", "seq"),)
@@ -142,4 +144,5 @@ class OrderEvent(Base):
     status: Mapped[str] = mapped_column(String(12))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     actor_id: Mapped[uuid.UUID | None]
+    api_key_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -99,10 +99,12 @@ async def mark_refunded(
     fully: bool,
     restock: bool,
     actor_id: uuid.UUID | None,
+    api_key_id: uuid.UUID | None,
 ) -> None:
     """``amount`` went back to the customer: ``payment_status`` → ``refunded`` when nothing captured is left
     (``fully``), else ``partially_refunded``. With ``restock`` every unit of the order returns to on hand
-    (one inventory history row each, reason ``order.refunded``). The customer gets an email."""
+    (one inventory history row each, reason ``order.refunded``). The customer gets an email. ``actor_id`` and
+    ``api_key_id`` name who asked for the refund (the event names them however later the gateway decided)."""
     if restock:
         await inventory.restock(
             session, units_of(order), reference=order.number, reason="order.refunded", actor_id=actor_id
@@ -114,7 +116,7 @@ async def mark_refunded(
         "amount": f"{amount:.2f}",
         "restock": restock,
     }
-    await events.record(session, order, "order.refunded", data, actor_id)
+    await events.record(session, order, "order.refunded", data, actor_id, api_key_id=api_key_id)
     if order.customer_email:
         queue_email(
             session,

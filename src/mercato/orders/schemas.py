@@ -211,7 +211,8 @@ class OrderPlaced(OrderRead):
 
 class OrderEventRead(ResponseModel):
     """One entry of an order's history: ``status`` is the order's status after it; ``data`` the changed
-    fields (the whole order for ``order.placed``)."""
+    fields (the whole order for ``order.placed``). Who made it: ``actor_id`` (a user) or ``api_key_id`` (an API
+    key, which belongs to no user); both null for the system (reservation expiry, refunds of cancelled orders)."""
 
     model_config = ResponseModel.model_config | ConfigDict(
         json_schema_extra={
@@ -222,6 +223,7 @@ class OrderEventRead(ResponseModel):
                     "status": "cancelled",
                     "data": {"cancel_reason": "customer"},
                     "actor_id": "01932c6f-5a1e-7cc3-9d1e-3f6a2b1c0d9e",
+                    "api_key_id": None,
                     "created_at": "2026-12-03T10:05:00.654321Z",
                 }
             ]
@@ -232,7 +234,10 @@ class OrderEventRead(ResponseModel):
     type: str
     status: OrderStatus
     data: dict[str, Any]
-    actor_id: uuid.UUID | None
+    actor_id: uuid.UUID | None = Field(description="The user who made the change; null for an API key or the system.")
+    api_key_id: uuid.UUID | None = Field(
+        description="The API key the change was made with (`GET /admin/api-keys`); null for users and the system."
+    )
     created_at: datetime
 
 

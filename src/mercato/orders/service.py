@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +38,9 @@ from mercato.promotions import service as promotions
 from mercato.shipping import service as shipping
 
 EXPIRE_JOB = "orders.expire"
+#: Whether a payment attempt of an order is still waiting for the gateway: None, or when to look again (UTC).
+#: The payments domain answers (:func:`mercato.payments.service.payment_in_flight`); the expiry job passes it in.
+PaymentInFlight = Callable[[AsyncSession, uuid.UUID], Awaitable[datetime | None]]
 
 STAFF = (Role.sales,)
 Units = list[tuple[uuid.UUID, uuid.UUID | None, int]]
@@ -469,9 +473,21 @@ async def _cancel(
     )
 
 
-async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:
+async def expire_order(session: AsyncSession, order_id: uuid.UUID, *, payment_in_flight: PaymentInFlight) -> bool:
     """Cancel an unpaid order whose reservation has passed ``MERCATO_RESERVATION_TTL`` (reason ``expired``).
     Safe to run more than once: an order that was paid, confirmed, cancelled or extended is left alone.
+
+    A customer paying at the deadline keeps the order: while ``payment_in_flight`` reports an attempt of it still
+    waiting for the gateway, the order and its reserved units are left as they are and the expiry job is
+    scheduled again for when it says to look again. If the attempt succeeds meanwhile, the payment pays the order
+    (its reserved units are sold, it is no longer pending); once the attempt has failed (or the gateway never
+    took it), the next look cancels the order. ``payment_in_flight`` is asked after the order's row lock is
+    taken, and a payment records its attempt under that lock: an attempt is either seen here, or made after the
+    cancellation and refused (the order is no longer payable) — never charged for an order cancelled under it.
+
+    Args:
+        payment_in_flight: the payments domain's answer, for the order, to "is an attempt still waiting for the
+            gateway" (:func:`mercato.payments.service.payment_in_flight`): None, or when to look again (UTC).
 
     Returns:
         True when the order was cancelled now.
@@ -483,6 +499,10 @@ async def expire_order(session: AsyncSession, order_id: uuid.UUID) -> bool:
         return False
     if order.reservation_expires_at > clock.now():
         jobs.enqueue(session, EXPIRE_JOB, {"order_id": str(order.id)}, run_at=order.reservation_expires_at)
+        return False
+    look_again = await payment_in_flight(session, order.id)
+    if look_again is not None:
+        jobs.enqueue(session, EXPIRE_JOB, {"order_id": str(order.id)}, run_at=look_again)
         return False
     await _cancel(session, order, reason="expired", actor_id=None)
     return True

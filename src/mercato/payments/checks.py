@@ -64,7 +64,9 @@ async def cancelled_orders_refunded(session: AsyncSession) -> list[str]:
     """No cancelled order keeps its customer's money: a cancelled order is never left ``paid`` or
     ``partially_refunded`` once its refund is no longer in progress (no refund of it waiting for the gateway, no
     queued or running ``payments.refund_cancelled_order`` job). One that is left means the gateway refused the
-    refund until the job ran out of retries (see ``jobs.none_dead``): someone must give the money back.
+    refund ``MERCATO_JOB_MAX_ATTEMPTS`` times — at once, until the job was dead (see ``jobs.none_dead``), or after
+    taking it (a Stripe refund that failed later: each such refusal schedules the job again, until the attempts
+    are used up, and no job is dead then): someone must give the money back.
 
     Returns one line per such order: its number, payment status, the amount still held and the gateway's reason
     for the last refused refund."""

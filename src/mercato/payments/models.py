@@ -96,6 +96,9 @@ class Refund(Base):
     gateway_reference: Mapped[str | None] = mapped_column(String(100))
     failure_reason: Mapped[str | None] = mapped_column(String(100))
     actor_id: Mapped[uuid.UUID | None]
+    #: The API key the refund was asked for with (``actor_id`` is then None): its ``order.refunded`` event names
+    #: it even when the gateway decides later and a job or webhook records it.
+    api_key_id: Mapped[uuid.UUID | None]
     #: SHA-256 of the client's ``Idempotency-Key`` and its scope: a retry finishes this refund, never a second one.
     request_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     #: SHA-256 of the request that asked for the refund: the same key with another body (amount, order) is refused.

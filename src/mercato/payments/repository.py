@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.db.queries import Paged, paged
@@ -54,6 +54,16 @@ async def pending_refund_total(session: AsyncSession, payment_id: uuid.UUID) -> 
         select(Refund.amount).where(Refund.payment_id == payment_id, Refund.status == RefundState.pending)
     )
     return sum(amounts, Decimal("0.00"))
+
+
+async def failed_refunds(session: AsyncSession, order_id: uuid.UUID, reason: str) -> int:
+    """How many refunds of the order given for ``reason`` the gateway refused."""
+    found = await session.scalar(
+        select(func.count())
+        .select_from(Refund)
+        .where(Refund.order_id == order_id, Refund.reason == reason, Refund.status == RefundState.failed)
+    )
+    return int(found or 0)
 
 
 async def restocked(session: AsyncSession, order_id: uuid.UUID) -> bool:

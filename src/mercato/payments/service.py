@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
@@ -50,13 +50,15 @@ from mercato.payments.gateways.base import Card, Gateway, GatewayUnavailable, Ou
 from mercato.payments.models import Payment, PaymentMethod, PaymentState, Refund, RefundState, WebhookEvent
 from mercato.payments.schemas import MethodCreate, PaymentCreate, RefundCreate
 from mercato.platform import clock, jobs
-from mercato.platform.context import Services
+from mercato.platform.context import Services, services_of
 from mercato.platform.idempotency import IdempotencyMismatch
 
 log = structlog.get_logger("mercato.payments")
 RECONCILE_JOB = "payments.reconcile"
 #: ``failure_reason`` of an attempt the gateway did not answer in time (the charge may still land).
 TIMEOUT = "gateway_timeout"
+#: ``reason`` of the refunds that give a cancelled order's money back (``payments.refund_cancelled_order``).
+CANCELLED_REASON = "order cancelled"
 T = TypeVar("T")
 #: Orders whose units left the warehouse, so a refund may put them back on hand (a processing order's units go
 #: back by cancelling it, never by a refund: one way back, so stock is never returned twice).
@@ -352,6 +354,29 @@ async def reconcile_payment(services: Services, payment_id: uuid.UUID) -> str:
     return "late-charge"
 
 
+async def payment_in_flight(session: AsyncSession, order_id: uuid.UUID) -> datetime | None:
+    """When to look again at the order's payment attempt still waiting for the gateway — being charged right now,
+    or taken and not decided yet (a Stripe PaymentIntent ``processing``) — or None when no attempt of the order
+    is (API.md "Inventory": reservation expiry; ``orders.expire`` does not cancel an order under a charge that
+    may still succeed).
+
+    The time is after the attempt's reconcile job is first due (it asks the gateway and records the answer), and
+    after as long again as the attempt has been waiting, at most :data:`mercato.platform.jobs.MAX_BACKOFF_S`: an
+    attempt undecided for days (a bank debit) is looked at less and less often, as its reconcile job retries.
+
+    The caller holds the order's row lock (a payment records its attempt under it, so none starts unseen).
+
+    Returns:
+        An aware UTC instant, or None.
+    """
+    running = await repository.pending_payment(session, order_id)
+    if running is None:
+        return None
+    now = clock.now()
+    waited = now - running.updated_at
+    return now + min(max(_reconcile_at(services_of(session)), waited), timedelta(seconds=jobs.MAX_BACKOFF_S))
+
+
 def _refund_later(session: AsyncSession, payment: Payment, *, reason: str) -> None:
     """Record a full refund of ``payment`` and let the reconcile job carry it out (outside this transaction)."""
     refund = Refund(
@@ -442,7 +467,6 @@ async def _refund(
     request_key: str | None,
     request_fingerprint: str | None,
 ) -> Refund:
-    actor_id = principal.user_id if principal is not None else None
     async with services.db.session(write=True) as session:
         earlier = await repository.refund_for_request(session, request_key) if request_key else None
         if earlier is not None:
@@ -459,7 +483,7 @@ async def _refund(
             refund_id = earlier.id
         else:
             refund_id, safety_net = await _record_refund(
-                session, services, order, payment_id, body, actor_id, request_key, request_fingerprint
+                session, services, order, payment_id, body, principal, request_key, request_fingerprint
             )
     refund = await _carry_out(services, refund_id, done=safety_net)
     if refund.status == RefundState.failed:
@@ -473,12 +497,12 @@ async def _record_refund(
     order: Order,
     payment_id: uuid.UUID | None,
     body: RefundCreate,
-    actor_id: uuid.UUID | None,
+    principal: Principal | None,
     request_key: str | None,
     request_fingerprint: str | None,
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending.
-    Returns the refund's id and its reconcile job's."""
+    """Step 1 of a refund, under the order's row lock: check the amount and restock rules, record it pending
+    with who asked for it (``principal``'s user or API key). Returns the refund's id and its reconcile job's."""
     payment = await repository.payment(session, payment_id, lock=True) if payment_id else None
     if payment is None:
         payment = await repository.captured_payment(session, order.id)
@@ -502,7 +526,8 @@ async def _record_refund(
         reason=body.reason,
         restock=body.restock,
         status=RefundState.pending,
-        actor_id=actor_id,
+        actor_id=principal.user_id if principal is not None else None,
+        api_key_id=principal.api_key_id if principal is not None else None,
         request_key=request_key,
         request_fingerprint=request_fingerprint if request_key else None,
     )
@@ -513,10 +538,12 @@ async def _record_refund(
     return refund.id, job_id
 
 
-async def _carry_out(services: Services, refund_id: uuid.UUID, *, done: uuid.UUID | None = None) -> Refund:
+async def _carry_out(
+    services: Services, refund_id: uuid.UUID, *, done: uuid.UUID | None = None, unattended: bool = False
+) -> Refund:
     """Steps 2 and 3 of a pending refund: ask the gateway (idempotent per refund id) — or, when the gateway took
     it already and had not decided (it has a ``gateway_reference``), look it up — and record the answer (and drop
-    the refund's reconcile job ``done`` with a definite one)."""
+    the refund's reconcile job ``done`` with a definite one). ``unattended``: see :func:`_settle_refund`."""
     async with services.db.session(write=False) as session:
         refund = await repository.refund(session, refund_id)
         assert refund is not None
@@ -535,16 +562,26 @@ async def _carry_out(services: Services, refund_id: uuid.UUID, *, done: uuid.UUI
                 key=str(refund.id), reference=payment.gateway_reference, amount=refund.amount, currency=refund.currency
             ),
         )
-    return await _settle_refund(services, refund.id, outcome, done=done)
+    return await _settle_refund(services, refund.id, outcome, done=done, unattended=unattended)
 
 
 async def _settle_refund(
-    services: Services, refund_id: uuid.UUID, outcome: Outcome, *, done: uuid.UUID | None = None
+    services: Services,
+    refund_id: uuid.UUID,
+    outcome: Outcome,
+    *,
+    done: uuid.UUID | None = None,
+    unattended: bool = False,
 ) -> Refund:
     """Record the gateway's answer for a pending refund. ``succeeded``: the payment and (for the attempt that paid
     it) the order move, the customer is told; ``failed``: the refund is failed, the money state untouched;
     ``pending`` (taken, undecided): it stays pending with the gateway's reference, its reconcile job ``done`` kept,
-    until the job or a refund webhook finds it decided."""
+    until the job or a refund webhook finds it decided.
+
+    ``unattended`` says nobody waits for this answer (the reconcile job or a webhook found it, typically a Stripe
+    refund that was ``pending`` and then failed): a refused refund of a cancelled order's money is then
+    scheduled again in the same transaction (:func:`_refund_cancelled_again`). A caller that waits handles the
+    refusal itself: an admin's request answers 409, the refund job of a cancelled order fails and is retried."""
     async with services.db.session(write=True) as session:
         if done is not None and outcome.status != "pending":
             await jobs.cancel(session, done)
@@ -564,6 +601,8 @@ async def _settle_refund(
             refund.failure_reason = outcome.failure_reason
             if not payment.applied:  # money we must give back and could not: a person has to look
                 log.error("surplus charge refund failed", payment_id=str(payment.id), reason=outcome.failure_reason)
+            elif unattended and order.status == OrderStatus.cancelled:  # the customer's money: give it back
+                await _refund_cancelled_again(session, services, order)
             return refund
         refund.status = RefundState.completed
         payment.refunded_amount += refund.amount
@@ -583,6 +622,7 @@ async def _settle_refund(
                 fully=payment.status == PaymentState.refunded,
                 restock=refund.restock,
                 actor_id=refund.actor_id,
+                api_key_id=refund.api_key_id,
             )
         return refund
 
@@ -603,8 +643,25 @@ async def reconcile_refund(services: Services, refund_id: uuid.UUID) -> str:
         refund = await repository.refund(session, refund_id)
     if refund is None or refund.status != RefundState.pending:
         return "nothing"
-    settled = await _carry_out(services, refund_id)
+    settled = await _carry_out(services, refund_id, unattended=True)
     return "pending" if settled.status == RefundState.pending else "settled"
+
+
+async def _refund_cancelled_again(session: AsyncSession, services: Services, order: Order) -> None:
+    """A refund of the cancelled ``order``'s money failed after its refund job had finished (the gateway took it,
+    then refused it): schedule ``payments.refund_cancelled_order`` again, which refunds what the payment still
+    holds in a new refund (a new id, so a new gateway idempotency key).
+
+    The refund's failed attempts (reason :data:`CANCELLED_REASON`) count as tries of that job, so
+    ``MERCATO_JOB_MAX_ATTEMPTS`` bounds them all, here and in the job's own retries; the job is due after the
+    runner's backoff for that many tries. Once they are used up nothing is scheduled: ``mercato check``
+    (``payments.cancelled_orders_refunded``) names the order for a person to refund."""
+    failed = await repository.failed_refunds(session, order.id, CANCELLED_REASON)
+    if failed >= services.settings.job_max_attempts:
+        log.error("cancelled order refund given up", order_id=str(order.id), failed_attempts=failed)
+        return
+    run_at = clock.now() + timedelta(seconds=jobs.backoff_seconds(failed))
+    jobs.enqueue(session, money.REFUND_CANCELLED_JOB, {"order_id": str(order.id)}, run_at=run_at, attempts=failed)
 
 
 async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> None:
@@ -612,12 +669,15 @@ async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> Non
     cancellation already put the stock back). Runs as the ``payments.refund_cancelled_order`` job.
 
     Safe to repeat: nothing left to refund, or a refund of it still waiting for the gateway (its reconcile job
-    settles it) → nothing happens. Each attempt is a refund of its own (its id is the gateway's idempotency key),
-    made only for what completed and pending refunds leave, so a retry never refunds the same money twice.
+    or a webhook settles it, and should the gateway then refuse it, this job is scheduled again:
+    :func:`_refund_cancelled_again`) → nothing happens. Each attempt is a refund of its own (its id is the
+    gateway's idempotency key), made only for what completed and pending refunds leave, so a retry never refunds
+    the same money twice.
 
     Raises:
         RefundFailed: the gateway refused the refund; the failed attempt is recorded and the job runner retries
-            with backoff, then marks the job dead (``mercato check`` then reports the order).
+            with backoff until ``MERCATO_JOB_MAX_ATTEMPTS`` attempts in all failed, then marks the job dead
+            (``mercato check`` then reports the order).
         GatewayUnavailable: the gateway did not answer; the refund stays pending for its reconcile job.
     """
     async with services.db.session(write=True) as session:
@@ -634,7 +694,7 @@ async def refund_cancelled_order(services: Services, order_id: uuid.UUID) -> Non
             payment_id=payment.id,
             amount=left,
             currency=payment.currency,
-            reason="order cancelled",
+            reason=CANCELLED_REASON,
             restock=False,
             status=RefundState.pending,
         )

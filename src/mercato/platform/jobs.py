@@ -74,16 +74,19 @@ def handler(name: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def enqueue(session: AsyncSession, name: str, payload: dict[str, Any], *, run_at: datetime | None = None) -> uuid.UUID:
+def enqueue(
+    session: AsyncSession, name: str, payload: dict[str, Any], *, run_at: datetime | None = None, attempts: int = 0
+) -> uuid.UUID:
     """Add a job to the caller's transaction; it runs after commit (immediately, or at ``run_at`` UTC). Returns
-    the job's id (for :func:`cancel`).
+    the job's id (for :func:`cancel`). ``attempts`` counts tries of the same work already made elsewhere (a job
+    that carries on after an earlier one ended): the runner's ``max_attempts`` then bounds them all together.
 
     Only a job due now wakes the runner after the commit: a later one (a cart's expiry in 30 days, an order's
     reservation expiry) is found by the runner's regular poll, and waking it would only run an empty claim (a
     write transaction) and the gauge count for nothing, once per cart or order written."""
     now = clock.now()
     job_id = clock.new_id()
-    session.add(Job(id=job_id, name=name, payload=payload, run_at=run_at or now))
+    session.add(Job(id=job_id, name=name, payload=payload, run_at=run_at or now, attempts=attempts))
     services = session.info.get("services")
     if services is not None and (run_at is None or run_at <= now):
         after_commit(session, services.jobs.wake)
