@@ -556,6 +556,63 @@ async def test_category_tree_moves_and_deletion(
     assert [p["id"] for p in in_other.json()["data"]] == [product["id"]]
 
 
+async def test_restoring_a_category_brings_back_the_subtree_deleted_with_it(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    garden = await category(client, admin, "Garden")
+    tools = await category(client, admin, "Tools", parent=garden)
+    spades = await category(client, admin, "Spades", parent=tools)
+    seeds = await category(client, admin, "Seeds", parent=garden)
+    tomato = await category(client, admin, "Tomato seeds", parent=seeds)
+    assert (await client.delete(f"/api/v1/categories/{seeds}", headers=admin)).status_code == 204  # on its own
+    assert (await client.delete(f"/api/v1/categories/{garden}", headers=admin)).status_code == 204
+
+    async def deleted_ids() -> set[str]:
+        listed = await client.get("/api/v1/categories/deleted", headers=admin)
+        assert listed.status_code == 200, listed.text
+        async with services.db.session(write=False) as session:
+            stored = set(await session.scalars(select(Category.id).where(Category.deleted_at.is_not(None))))
+        assert {str(i) for i in stored} == {c["id"] for c in listed.json()["data"]}
+        return {str(i) for i in stored}
+
+    def nested(nodes: list[dict[str, Any]]) -> list[Any]:
+        return [(n["name"], nested(n["children"])) for n in nodes]
+
+    assert await deleted_ids() == {garden, tools, spades, seeds, tomato}
+
+    restored = await client.post(f"/api/v1/categories/{garden}/restore", headers=admin)
+
+    assert restored.status_code == 200, restored.text
+    assert (restored.json()["id"], restored.json()["parent_id"]) == (garden, None)
+    assert await deleted_ids() == {seeds, tomato}  # deleted earlier, separately: still deleted
+    tree = (await client.get("/api/v1/categories", params={"tree": "true"})).json()["data"]
+    assert nested(tree) == [("Garden", [("Tools", [("Spades", [])])])]
+    assert (await client.get("/api/v1/categories/spades")).json()["parent_id"] == tools
+
+    again = await client.post(f"/api/v1/categories/{seeds}/restore", headers=admin)  # and its own subtree
+    assert again.status_code == 200 and again.json()["parent_id"] == garden
+    assert await deleted_ids() == set()
+    tree = (await client.get("/api/v1/categories", params={"tree": "true"})).json()["data"]
+    assert nested(tree) == [("Garden", [("Seeds", [("Tomato seeds", [])]), ("Tools", [("Spades", [])])])]
+    assert (await client.post(f"/api/v1/categories/{garden}/restore", headers=admin)).status_code == 404
+
+
+async def test_a_deleted_category_keeps_its_slug_so_restoring_it_never_clashes(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    lamps = await category(client, admin, "Lamps")
+    desks = await category(client, admin, "Desks")
+    assert (await client.delete(f"/api/v1/categories/{lamps}", headers=admin)).status_code == 204
+
+    taken = await client.post("/api/v1/categories", json={"name": "Lamps", "slug": "lamps"}, headers=admin)
+    moved = await client.patch(f"/api/v1/categories/{desks}", json={"slug": "lamps"}, headers=admin)
+
+    assert (taken.status_code, moved.status_code) == (409, 409)
+    assert await count(services, Category, Category.slug == "lamps") == 1
+    restored = await client.post(f"/api/v1/categories/{lamps}/restore", headers=admin)
+    assert restored.status_code == 200 and restored.json()["slug"] == "lamps"
+
+
 async def test_category_position_null_is_422(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     created = await client.post("/api/v1/categories", json={"name": "Lamps", "position": 3}, headers=admin)
     category_id = created.json()["id"]

@@ -14,12 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import APIRouter, FastAPI, Response
 from pydantic import ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from mercato.app import create_app
 from mercato.errors import Conflict
+from mercato.orders.models import Order
 from mercato.platform import clock
 from mercato.platform.context import Services
 from mercato.platform.idempotency import IdempotencyRecord
@@ -29,7 +31,7 @@ from mercato.web import idempotency
 from mercato.web.deps import ServicesDep, SessionDep
 from mercato.web.idempotency import IdempotencyDep
 from mercato.web.problems import problems
-from tests.conftest import _empty, bearer, register
+from tests.conftest import _empty, bearer, make_admin, register
 
 JOB = "test.idempotency"
 URL = "/api/v1/test-idempotency/a/jobs"
@@ -161,6 +163,12 @@ async def keys(services: Services) -> list[IdempotencyRecord]:
 
 def key() -> dict[str, str]:
     return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+async def raw_rows(services: Services) -> list[tuple[Any, ...]]:
+    """Every column of every stored key, as the database returns it (what a reader of the database sees)."""
+    async with services.db.session(write=False) as session:
+        return [tuple(row) for row in (await session.execute(text("SELECT * FROM idempotency_keys"))).all()]
 
 
 async def test_replays_the_first_response_and_does_the_work_once(client: httpx.AsyncClient, services: Services) -> None:
@@ -408,6 +416,79 @@ async def test_in_flight_conflict_then_stale_claim_is_taken_over(
     assert replay.content == taken.content
 
 
+async def test_a_guest_order_token_is_not_stored_readable_and_the_replay_returns_it(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    admin = bearer(await make_admin(services, client))
+    client.cookies.clear()  # from here on a guest: the cart cookie below is all that identifies it
+    lamp = await client.post(
+        "/api/v1/products", json={"name": "Lamp", "price": "5.00", "status": "active", "stock": 3}, headers=admin
+    )
+    assert lamp.status_code == 201, lamp.text
+    added = await client.post("/api/v1/cart/items", json={"product_id": lamp.json()["id"], "quantity": 2})
+    assert added.status_code == 201, added.text
+    body = {
+        "email": "guest@example.com",
+        "shipping_address": {
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+    }
+    headers = key()
+
+    placed = await client.post("/api/v1/orders", json=body, headers=headers)
+
+    assert placed.status_code == 201, placed.text
+    token = placed.json()["order_token"]
+    assert token
+    [row] = await raw_rows(services)
+    stored = [value for value in row if isinstance(value, bytes | str)]
+    assert not any(token.encode() in v if isinstance(v, bytes) else token in v for v in stored)
+    [record] = await keys(services)
+    assert record.response_status == 201 and record.response_body is not None
+    assert placed.json()["number"].encode() not in record.response_body  # the whole body is sealed
+
+    replay = await client.post("/api/v1/orders", json=body, headers=headers)
+    assert replay.status_code == 201, replay.text
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == placed.content and replay.json()["order_token"] == token
+    order_id = placed.json()["id"]
+    mine = await client.get(f"/api/v1/orders/{order_id}", headers={"X-Order-Token": token})
+    assert mine.status_code == 200, mine.text
+    async with services.db.session(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 1
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [Fernet(Fernet.generate_key()).encrypt(b'{"label": "x"}'), b'{"label": "x"}'],
+    ids=["another-secret", "unsealed"],
+)
+async def test_a_stored_response_that_cannot_be_opened_is_a_conflict(
+    client: httpx.AsyncClient, services: Services, stored: bytes
+) -> None:
+    """Sealed under an earlier ``MERCATO_SECRET_KEY`` (or stored before bodies were sealed): nothing to replay, and
+    the request must not run twice."""
+    headers = key()
+    assert (await client.post(URL, json={"label": "x"}, headers=headers)).status_code == 201
+    async with services.db.session(write=True) as session:
+        await session.execute(update(IdempotencyRecord).values(response_body=stored))
+
+    again = await client.post(URL, json={"label": "x"}, headers=headers)
+
+    assert again.status_code == 409, again.text
+    assert again.json()["type"] == PROBLEMS + "conflict"
+    assert "secret key" in again.json()["detail"]
+    assert "Idempotent-Replayed" not in again.headers
+    assert await jobs(services, "x") == 1
+    [record] = await keys(services)
+    assert record.response_body == stored
+
+
 async def test_openapi_documents_the_header_and_the_problems(app: FastAPI) -> None:
     operation = app.openapi()["paths"]["/api/v1/test-idempotency/{bucket}/jobs"]["post"]
     [header] = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
@@ -417,5 +498,6 @@ async def test_openapi_documents_the_header_and_the_problems(app: FastAPI) -> No
     assert header["schema"]["maxLength"] == 255
     assert header["examples"]["uuid"]["value"] == "8e03978e-40d5-43e8-bc93-6894a57f9324"
     assert "idempotency-conflict" in operation["responses"]["409"]["description"]
+    assert "`conflict`" in operation["responses"]["409"]["description"]
     assert "Retry-After" in operation["responses"]["409"]["headers"]
     assert "idempotency-mismatch" in operation["responses"]["422"]["description"]

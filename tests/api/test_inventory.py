@@ -411,7 +411,7 @@ async def test_low_stock_listing_and_job_on_each_crossing(
 ) -> None:
     mug = await create(client, admin, name="Mug", sku="MUG-1", stock=10, reorder_point=3)
     await create(client, admin, name="Plenty", stock=50, reorder_point=3)
-    await create(client, admin, name="Never warned", stock=0)
+    await create(client, admin, name="Sold out", stock=0)  # listed as low, but never stocked: no warning
 
     async def adjust(delta: int) -> None:
         response = await client.post(
@@ -421,7 +421,7 @@ async def test_low_stock_listing_and_job_on_each_crossing(
 
     await adjust(-5)  # 5 available: above
     assert await count_jobs(services) == 0
-    assert (await client.get(f"{INV}/low-stock", headers=admin)).json()["data"] == []
+    assert [r["name"] for r in (await client.get(f"{INV}/low-stock", headers=admin)).json()["data"]] == ["Sold out"]
     await adjust(-2)  # 3 available: crossing
     assert await low_stock_jobs(services) == [
         {"product_id": mug["id"], "variant_id": None, "sku": "MUG-1", "available": 3, "reorder_point": 3}
@@ -432,8 +432,11 @@ async def test_low_stock_listing_and_job_on_each_crossing(
     assert await count_jobs(services) == 1
     low = await client.get(f"{INV}/low-stock", headers=admin)
     assert low.status_code == 200
-    assert [(r["name"], r["available"], r["low_stock"]) for r in low.json()["data"]] == [("Mug", 1, True)]
-    assert low.json()["pagination"]["total"] == 1
+    assert [(r["name"], r["available"], r["low_stock"]) for r in low.json()["data"]] == [
+        ("Mug", 1, True),
+        ("Sold out", 0, True),
+    ]
+    assert low.json()["pagination"]["total"] == 2
     await adjust(10)  # 11 available: back above
     async with services.db.session(write=True) as session:
         await inventory.reserve(session, [unit(mug, 8)], reference="ORD-2")  # 3 available: crossing again
@@ -470,6 +473,56 @@ async def test_low_stock_listing_and_job_on_each_crossing(
     assert await count_jobs(services) == 0
 
 
+async def test_a_sold_out_unit_with_reorder_point_zero_is_low_stock(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """API.md: low stock is ``available ≤ reorder_point``; the default reorder point 0 makes a sold-out unit low."""
+    candle = await create(client, admin, name="Candle", sku="CANDLE", stock=2)
+    await create(client, admin, name="Lamp", sku="LAMP", stock=5)
+    tee = await create(
+        client,
+        admin,
+        name="Tee",
+        variants=[{"sku": "TEE-S", "name": "S", "stock": 1}, {"sku": "TEE-L", "name": "L", "stock": 3}],
+    )
+
+    async def skus(path: str = f"{INV}/low-stock", **params: Any) -> list[str]:
+        response = await client.get(path, headers=admin, params=params)
+        assert response.status_code == 200, response.text
+        assert all(row["low_stock"] is (row["available"] <= row["reorder_point"]) for row in response.json()["data"])
+        return [row["sku"] for row in response.json()["data"]]
+
+    assert await skus() == []
+    sold = await client.post(
+        f"{INV}/adjust", headers=admin, json={"product_id": candle["id"], "delta": -2, "reason": "sold at the fair"}
+    )
+    assert sold.status_code == 200, sold.text
+    assert (sold.json()["available"], sold.json()["reorder_point"], sold.json()["low_stock"]) == (0, 0, True)
+    async with services.db.session(write=True) as session:  # an order holds the last small tee
+        await inventory.reserve(session, [unit(tee, 1, tee["variants"][0])], reference="ORD-1")
+
+    assert await skus() == ["CANDLE", "TEE-S"]
+    low = await client.get(f"{INV}/low-stock", headers=admin)
+    assert low.json()["pagination"]["total"] == 2
+    assert [(r["name"], r["on_hand"], r["reserved"], r["available"]) for r in low.json()["data"]] == [
+        ("Candle", 0, 0, 0),
+        ("Tee – S", 1, 1, 0),
+    ]
+    assert await skus(INV, low_stock="true") == ["CANDLE", "TEE-S"]
+    assert await skus(INV, low_stock="false") == ["LAMP", "TEE-L"]
+    assert await stock(services, candle["id"]) == (0, 0)
+    # selling out is a crossing: staff are warned once per unit
+    assert [(job["sku"], job["available"], job["reorder_point"]) for job in await low_stock_jobs(services)] == [
+        ("CANDLE", 0, 0),
+        ("TEE-S", 0, 0),
+    ]
+    restocked = await client.post(
+        f"{INV}/adjust", headers=admin, json={"product_id": candle["id"], "delta": 4, "reason": "delivery"}
+    )
+    assert restocked.status_code == 200 and restocked.json()["low_stock"] is False
+    assert await skus() == ["TEE-S"]
+
+
 @given(
     before=st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(0, 20)),
     after=st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(0, 20)),
@@ -478,9 +531,9 @@ def test_low_stock_rule(before: tuple[int, int, int], after: tuple[int, int, int
     old = inventory.Level(before[0] + before[1], before[1], before[2])
     new = inventory.Level(after[0] + after[1], after[1], after[2])
     assert new.available == after[0]
-    assert new.low == (after[2] > 0 and after[0] <= after[2])
+    assert new.low == (after[0] <= after[2])
     assert inventory.crossed_low(old, new) == (new.low and not old.low)
-    assert inventory.crossed_low(None, new) == new.low
+    assert inventory.crossed_low(None, new) == (new.low and new.on_hand > 0)
     assert not inventory.crossed_low(new, new)
 
 

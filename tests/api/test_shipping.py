@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mercato.cart.models import Cart
 from mercato.demo import loader
 from mercato.platform import clock
 from mercato.platform.context import Services
@@ -284,7 +285,9 @@ async def test_calculate_offers_only_methods_that_ship_to_the_country(
 
     wrong = await client.post(CALCULATE, json={"country": "JP", "items": [item(thing)], "method_id": express["id"]})
     assert wrong.status_code == 422 and error_locs(wrong) == [["body", "method_id"]]
-    unknown = await client.post(CALCULATE, json={"country": "DE", "method_id": str(uuid.uuid4())})
+    unknown = await client.post(
+        CALCULATE, json={"country": "DE", "items": [item(thing)], "method_id": str(uuid.uuid4())}
+    )
     assert unknown.status_code == 422 and error_locs(unknown) == [["body", "method_id"]]
     only = await client.post(CALCULATE, json={"country": "DE", "items": [item(thing)], "method_id": express["id"]})
     assert quotes(only) == [("Express", "14.99")]
@@ -318,9 +321,47 @@ async def test_calculate_uses_the_cart_when_items_are_omitted(
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://testserver"
     ) as guest:
-        assert quotes(await guest.post(CALCULATE, json={"country": "FR"})) == [("Standard", "4.99")]  # no cart yet
+        no_cart = await guest.post(CALCULATE, json={"country": "FR"})
+        assert no_cart.status_code == 422 and error_locs(no_cart) == [["body", "items"]]  # nothing to ship yet
         assert (await guest.post(f"{CART}/items", json=item(thing, 4))).status_code == 201
         assert quotes(await guest.post(CALCULATE, json={"country": "FR"})) == [("Standard", "0.00")]  # 80.00 ≥ 75
+
+
+async def test_calculate_with_an_empty_cart_is_422_naming_items(
+    client: httpx.AsyncClient, admin: dict[str, str], services: Services
+) -> None:
+    """Nothing to ship is nothing to quote (as ``"items": []`` is, and as an empty cart places no order)."""
+    await method(client, admin, **STANDARD)
+    await method(client, admin, **EXPRESS)
+    thing = await product(client, admin, price="20.00", weight_grams=1000)
+    buyer = await customer(client)
+
+    def refused(response: httpx.Response) -> bool:
+        """A 422 ``validation-error`` naming ``items``."""
+        problem = response.json()
+        return (response.status_code, problem["type"], error_locs(response)) == (
+            422,
+            "https://mercato.dev/problems/validation-error",
+            [["body", "items"]],
+        ) and "cart is empty" in problem["detail"]
+
+    assert refused(await client.post(CALCULATE, json={"country": "US"}, headers=buyer))  # no cart at all
+    assert refused(await client.post(CALCULATE, json={"country": "US"}))  # an anonymous caller without a cart
+    carts = await count(services, Cart)
+    added = await client.post(f"{CART}/items", json=item(thing, 1), headers=buyer)
+    assert added.status_code == 201, added.text
+    assert quotes(await client.post(CALCULATE, json={"country": "US"}, headers=buyer)) == [
+        ("Standard", "5.99"),
+        ("Express", "17.49"),
+    ]
+    [line] = added.json()["items"]
+    assert (await client.delete(f"{CART}/items/{line['id']}", headers=buyer)).status_code in (200, 204)
+    assert refused(await client.post(CALCULATE, json={"country": "US"}, headers=buyer))  # emptied
+    # a cart whose only line is no longer for sale has nothing to ship either
+    assert (await client.post(f"{CART}/items", json=item(thing, 1), headers=buyer)).status_code == 201
+    assert (await client.delete(f"/api/v1/products/{thing}", headers=admin)).status_code == 204
+    assert refused(await client.post(CALCULATE, json={"country": "US"}, headers=buyer))
+    assert await count(services, Cart) == carts + 1  # the quotes created nothing: only the buyer's own cart
 
 
 async def test_a_store_without_methods_quotes_nothing(client: httpx.AsyncClient, admin: dict[str, str]) -> None:

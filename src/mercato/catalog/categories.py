@@ -162,7 +162,12 @@ async def delete(session: AsyncSession, id_or_slug: str, *, reassign_to: str | N
 
 
 async def restore(session: AsyncSession, id_or_slug: str) -> Category:
-    """Restore a deleted category (and its parent chain stays as it was; a deleted parent makes it a root).
+    """Restore a deleted category with the subcategories deleted together with it, i.e. in the same
+    :func:`delete` (same ``deleted_at``); a subcategory deleted on its own before stays deleted, and so does its
+    subtree. The restored nodes keep their parents; a category whose parent is still deleted becomes a root.
+
+    Slugs need no check: a deleted category keeps its slug (the unique constraint covers deleted rows too, and
+    :func:`create`/:func:`update` refuse a slug a deleted category holds), so no live category can have taken it.
 
     Raises:
         CategoryNotFound.
@@ -170,12 +175,22 @@ async def restore(session: AsyncSession, id_or_slug: str) -> Category:
     category = await repository.category(session, id_or_slug, deleted=True)
     if category is None:
         raise CategoryNotFound(f"No deleted category {id_or_slug!r}.")
+    deleted_together = {
+        node.id: node
+        for node in await repository.categories(session, deleted=True)
+        if node.deleted_at == category.deleted_at
+    }
+    subtree = rules.descendants(category.id, {node.id: node.parent_id for node in deleted_together.values()})
     if category.parent_id is not None and await repository.category(session, category.parent_id) is None:
         category.parent_id = None
-    category.deleted_at = None
-    category.updated_at = clock.now()
-    audit_service.record(session, "category.restored", "category", category.id, {"name": category.name})
-    await search.reindex_categories(session, [category.id])
+    now = clock.now()
+    for node_id in subtree:
+        deleted_together[node_id].deleted_at = None
+        deleted_together[node_id].updated_at = now
+    audit_service.record(
+        session, "category.restored", "category", category.id, {"name": category.name, "subtree": len(subtree)}
+    )
+    await search.reindex_categories(session, subtree)
     cache.invalidate_after_commit(session)
     return category
 

@@ -539,7 +539,8 @@ async def delete_category(
     summary="Restore a deleted category",
 )
 async def restore_category(category_id: str, session: SessionDep, _: Admin) -> CategoryRead:
-    """Admin only; a category whose parent is still deleted comes back as a root."""
+    """Admin only. Brings back the subcategories deleted together with it (not those deleted on their own before);
+    a category whose parent is still deleted comes back as a root."""
     return CategoryRead.model_validate(await categories.restore(session, category_id))
 
 

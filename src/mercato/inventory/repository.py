@@ -223,10 +223,7 @@ def _listing(filters: ItemFilter) -> Select[InventoryItem, str, str]:
         query = query.where(InventoryItem.sku == filters.sku)
     if filters.vendor_id is not None:
         query = query.where(Product.vendor_id == filters.vendor_id)
-    low = and_(
-        InventoryItem.reorder_point > 0,
-        InventoryItem.on_hand - InventoryItem.reserved <= InventoryItem.reorder_point,
-    )
+    low = InventoryItem.on_hand - InventoryItem.reserved <= InventoryItem.reorder_point  # service.is_low
     if filters.low_stock is True:
         query = query.where(low)
     elif filters.low_stock is False:

@@ -52,8 +52,8 @@ async def list_stock(
     ] = None,
 ) -> Page[InventoryRead]:
     """One row per product without variants and one per variant, ordered by product name: `on_hand`, `reserved`,
-    `available = on_hand − reserved`, `reorder_point`, `low_stock` (`reorder_point > 0` and
-    `available ≤ reorder_point`). Vendors see their own products only."""
+    `available = on_hand − reserved`, `reorder_point`, `low_stock` (`available ≤ reorder_point`: with the default
+    reorder point 0, a sold-out unit). Vendors see their own products only."""
     filters = repository.ItemFilter(product_id=product_id, variant_id=variant_id, sku=sku, low_stock=low_stock)
     found = await inventory_service.list_units(session, principal, filters, page=paging.page, limit=paging.limit)
     return page_of(InventoryRead, request, response, found)
@@ -68,7 +68,8 @@ async def list_stock(
 async def low_stock(
     request: Request, response: Response, session: SessionDep, principal: Procurement, paging: PageDep
 ) -> Page[InventoryRead]:
-    """Units with a positive `reorder_point` whose `available` units are at or below it (admins, procurement)."""
+    """Units whose `available` units are at or below their `reorder_point`, sold-out units with the default
+    reorder point 0 included (admins, procurement)."""
     filters = repository.ItemFilter(low_stock=True)
     found = await inventory_service.list_units(session, principal, filters, page=paging.page, limit=paging.limit)
     return page_of(InventoryRead, request, response, found)

@@ -22,8 +22,9 @@ _VARIANT = "0193a5c2-7d41-7c3e-9a53-1f0e8b2d4c12"
 class InventoryRead(ResponseModel):
     """Stock of one sellable unit: a product without variants (``variant_id`` null) or one variant.
 
-    ``available = on_hand - reserved``; ``low_stock`` is true when ``reorder_point > 0`` and
-    ``available <= reorder_point``. ``name`` is the product's name, or ``"product – variant"`` for a variant.
+    ``available = on_hand - reserved``; ``low_stock`` is true when ``available <= reorder_point`` (so a sold-out
+    unit with the default reorder point 0 is low). ``name`` is the product's name, or ``"product – variant"`` for a
+    variant.
     """
 
     model_config = ResponseModel.model_config | ConfigDict(

@@ -56,20 +56,25 @@ class Level:
 
     @property
     def low(self) -> bool:
-        """True when the unit needs reordering: ``reorder_point > 0`` and ``available <= reorder_point``."""
+        """True when the unit needs reordering: ``available <= reorder_point`` (see :func:`is_low`)."""
         return is_low(self.available, self.reorder_point)
 
 
 def is_low(available: int, reorder_point: int) -> bool:
-    """The low-stock rule (API.md ``GET /inventory/low-stock``): a positive reorder point that available units
-    (``on_hand - reserved``) have reached. A reorder point of 0 means "never warn"."""
-    return reorder_point > 0 and available <= reorder_point
+    """The low-stock rule (API.md ``GET /inventory/low-stock``: "available ≤ reorder_point"): the available units
+    (``on_hand - reserved``) have reached the reorder point. With a reorder point of 0 (the default) that is a
+    unit that is sold out: staff need to see it too."""
+    return available <= reorder_point
 
 
 def crossed_low(before: Level | None, after: Level) -> bool:
-    """True when a change makes a unit low that was not low before (a new unit counts as not low before): the
-    moment ``inventory.low_stock`` is enqueued, so staff are warned once per crossing, not on every sale."""
-    return after.low and (before is None or not before.low)
+    """True when a change makes a unit low that was not low before: the moment ``inventory.low_stock`` is
+    enqueued, so staff are warned once per crossing, not on every sale. A new unit (``before`` None) counts as not
+    low before when it starts with units on hand; one created with nothing on hand is not stocked yet, and is not
+    warned about until it has been stocked and falls again (it is listed as low meanwhile)."""
+    if before is None:
+        return after.low and after.on_hand > 0
+    return after.low and not before.low
 
 
 # --- catalog-facing -------------------------------------------------------------------------------------------

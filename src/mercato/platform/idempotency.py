@@ -1,7 +1,8 @@
 """Stored idempotency keys (IETF draft-ietf-httpapi-idempotency-key-header): one row per (scope, key).
 
 ``scope`` names the caller and the route (e.g. ``user:<id>:POST /api/v1/orders``), ``fingerprint`` is the
-SHA-256 of the request body, ``response_*`` hold the first response once it is known (null while in flight).
+SHA-256 of the request body, ``response_*`` hold the first response once it is known (null while in flight); the
+body is kept as the caller hands it over, which :mod:`mercato.web.idempotency` seals (encrypts) first.
 Rows live 24 hours (``expires_at``). The HTTP behaviour is in :mod:`mercato.web.idempotency`.
 
 The storage functions below are what that module (and any other caller) uses:
@@ -104,7 +105,8 @@ class Claim:
 
 @dataclass(frozen=True)
 class StoredResponse:
-    """The first response made with the key: replay it as is. ``headers`` are lower-case names."""
+    """The first response made with the key. ``headers`` are lower-case names; ``body`` is as :func:`finish` stored it
+    (sealed by :mod:`mercato.web.idempotency`, which opens it to replay it)."""
 
     status: int
     headers: dict[str, str]
@@ -206,7 +208,8 @@ async def claim_key_committed(
 async def finish(session: AsyncSession, claim: Claim, *, status: int, headers: dict[str, str], body: bytes) -> None:
     """Store the response of the claimed request in ``session``'s transaction (the same one as the request's
     changes, so both commit or neither), and release the lock. ``status`` is the HTTP status, ``headers`` the
-    headers to replay (lower-case names), ``body`` the exact response bytes.
+    headers to replay (lower-case names), ``body`` the response body as the caller keeps it (sealed by
+    :mod:`mercato.web.idempotency`).
 
     Raises:
         IdempotencyConflict: the claim was taken over by a newer attempt (this one ran longer than :data:`LOCK`);

@@ -116,12 +116,13 @@ async def calculate(
 ) -> Page[ShippingQuote]:
     """Public. What each active method that ships to `country` costs for `items` (when omitted, the caller's
     cart: the signed-in user's or the guest cart of the `mercato_cart` cookie; lines no longer for sale are left
-    out), cheapest first, with its estimated delivery window (business days from today, weekends skipped).
-    `cost` is `base_rate + per_kg_rate × weight in kg` (product weights; none = 0), rounded half-even to the cent,
-    and `"0.00"` when the subtotal at current prices reaches the method's `free_over` (a coupon, applied at
-    checkout, can bring the subtotal below it). An empty list: no method ships there — orders to that country are
-    refused, unless the store has no shipping methods at all (then shipping is free). `method_id` limits the
-    answer to that method (422 when it is unknown, inactive or does not ship to `country`). Nothing is created."""
+    out; 422 naming `items` when that leaves nothing to ship), cheapest first, with its estimated delivery window
+    (business days from today, weekends skipped). `cost` is `base_rate + per_kg_rate × weight in kg` (product
+    weights; none = 0), rounded half-even to the cent, and `"0.00"` when the subtotal at current prices reaches the
+    method's `free_over` (a coupon, applied at checkout, can bring the subtotal below it). An empty list: no
+    method ships there — orders to that country are refused, unless the store has no shipping methods at all (then
+    shipping is free). `method_id` limits the answer to that method (422 when it is unknown, inactive or does not
+    ship to `country`). Nothing is created."""
     if body.items is not None:
         units = [(item.product_id, item.variant_id, item.quantity) for item in body.items]
     else:

@@ -172,10 +172,17 @@ async def calculate(
     none). With ``method_id``, only that method.
 
     Raises:
+        ValidationFailed: ``units`` is empty (field ``items``): nothing to ship is nothing to quote, as an empty cart
+            is no order (API.md ``POST /orders``: empty cart → 422).
         NotFound: a unit is not for sale (field ``product_id``).
         ValidationFailed: a product with variants without ``variant_id``; ``method_id`` unknown, inactive or not
             shipping to ``country`` (field ``method_id``).
     """
+    if not units:
+        raise ValidationFailed(
+            "Nothing to ship: the cart is empty (or holds nothing still for sale). Send items, or add to the cart.",
+            field="items",
+        )
     country = country.upper()
     sellable = await require_units(session, [(product_id, variant_id) for product_id, variant_id, _ in units])
     lines = [pricing.Line((p, v), sellable[(p, v)].unit_price, quantity) for p, v, quantity in units]

@@ -20,6 +20,11 @@ Rules (what clients see):
 - Same key + different fingerprint → 422 ``idempotency-mismatch``. Same key while the first request still runs →
   409 ``idempotency-conflict`` with ``Retry-After``. A claim left unfinished for 60 s (its request died) is taken
   over by the next request with the key, which runs the handler again.
+- Stored bodies are sealed (Fernet: AES-128-CBC + HMAC-SHA256) with a key derived from ``MERCATO_SECRET_KEY`` for
+  this purpose only (HKDF, :func:`mercato.payments.vault.derived_secret`): a first response may hold a secret shown
+  once — a guest's ``order_token`` from ``POST /orders`` — and whoever can read the database must not lift it from
+  the store. The replay opens the seal, so the same caller still gets the token again. A body sealed under an
+  earlier secret key cannot be opened: its replay is a 409 ``conflict`` (the request was done; look its result up).
 - Only successes are stored. When the handler raises (a :class:`~mercato.errors.DomainError` such as 409
   ``insufficient-stock``, or an unexpected error) the claim is released and the error returned, so the client
   may fix the cause and retry with the same key. Stripe stores 4xx answers too; the draft leaves it open; we
@@ -35,6 +40,7 @@ and then see the finished key.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -42,12 +48,14 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import structlog
+from cryptography.fernet import Fernet, InvalidToken
 from fastapi import Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mercato.errors import DomainError, ValidationFailed
+from mercato.errors import Conflict, DomainError, ValidationFailed
+from mercato.payments.vault import derived_secret
 from mercato.platform import idempotency as store
 from mercato.platform.context import Services
 from mercato.platform.idempotency import Claim, IdempotencyConflict, IdempotencyMismatch, StoredResponse
@@ -61,6 +69,7 @@ __all__ = [
     "IdempotencyConflict",
     "IdempotencyDep",
     "IdempotencyMismatch",
+    "ResponseUnreadable",
     "get_idempotency",
 ]
 
@@ -72,8 +81,15 @@ CART_COOKIE = "mercato_cart"
 #: Response headers stored with the body and replayed (others, e.g. rate limits or cookies, belong to each call).
 STORED_HEADERS = frozenset({"content-type", "location", "content-location", "etag", "last-modified", "link"})
 
+
+class ResponseUnreadable(Conflict):
+    """The key's first response was sealed under an earlier ``MERCATO_SECRET_KEY`` and cannot be replayed (409)."""
+
+    title = "The first response to this idempotency key can no longer be read"
+
+
 #: OpenAPI ``responses=`` entries for an endpoint that accepts ``Idempotency-Key``: merge into the route's own.
-RESPONSES: dict[int | str, dict[str, Any]] = problems(IdempotencyMismatch, IdempotencyConflict)
+RESPONSES: dict[int | str, dict[str, Any]] = problems(IdempotencyMismatch, IdempotencyConflict, ResponseUnreadable)
 RESPONSES[409] = {
     **RESPONSES[409],
     "headers": {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}},
@@ -135,6 +151,7 @@ class Idempotency:
         Raises:
             IdempotencyMismatch: the key was used for a different request (422).
             IdempotencyConflict: this attempt was taken over by a retry while it ran (its changes roll back).
+            ResponseUnreadable: the stored first response was sealed under an earlier secret key (409).
             DomainError: whatever the handler raised (the key is released first).
         """
         if self.key is None:
@@ -159,7 +176,7 @@ class Idempotency:
                 claim,
                 status=response.status_code,
                 headers=self._stored_headers(response),
-                body=bytes(response.body),
+                body=_seal(self.services.settings.secret, bytes(response.body)),
             )
         else:  # a handler's own non-2xx Response: not stored, the key is free again
             await store.abandon(session, claim)
@@ -195,7 +212,7 @@ class Idempotency:
                     claim,
                     status=response.status_code,
                     headers=self._stored_headers(response),
-                    body=bytes(response.body),
+                    body=_seal(self.services.settings.secret, bytes(response.body)),
                 )
             else:
                 await store.abandon(session, claim)
@@ -203,7 +220,8 @@ class Idempotency:
 
     async def _claim(self, session: AsyncSession | None) -> Claim | Response:
         """Claim the key (in ``session``, else in its own committed transaction); a ``Response`` (replay or 409
-        ``idempotency-conflict`` with ``Retry-After``) when the handler must not run."""
+        ``idempotency-conflict`` with ``Retry-After``) when the handler must not run. Raises
+        :class:`IdempotencyMismatch` and :class:`ResponseUnreadable`."""
         assert self.key is not None
         try:
             if session is not None:
@@ -217,7 +235,15 @@ class Idempotency:
             problem = problem_response(self.request, exc.status, exc.code, exc.title, exc.detail, retry)
             return self._merge(problem)
         if isinstance(outcome, StoredResponse):
-            return self._merge(_replay(outcome))
+            try:
+                body = _unseal(self.services.settings.secret, outcome.body)
+            except InvalidToken:
+                log.warning("idempotency_response_unreadable", scope=self.scope)
+                raise ResponseUnreadable(
+                    "The first response to this Idempotency-Key was stored under an earlier secret key and can no "
+                    "longer be read. The request was processed: look its result up instead of retrying."
+                ) from None
+            return self._merge(_replay(outcome, body))
         return outcome
 
     async def _release(
@@ -274,10 +300,28 @@ def _render(content: Any, status_code: int, model: Any) -> Response:
     return Response(content=body, status_code=status_code, media_type="application/json")
 
 
-def _replay(stored: StoredResponse) -> Response:
+@lru_cache(maxsize=8)
+def _fernet(secret: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(bytes.fromhex(derived_secret(secret, "idempotency-responses"))))
+
+
+def _seal(secret: str, body: bytes) -> bytes:
+    """``body`` encrypted and authenticated (a Fernet token, ASCII) under the key :func:`_fernet` derives from the
+    server's ``secret``: what the store keeps instead of the response body."""
+    return _fernet(secret).encrypt(body)
+
+
+def _unseal(secret: str, sealed: bytes) -> bytes:
+    """The body :func:`_seal` sealed. Raises ``cryptography.fernet.InvalidToken`` when it was sealed under another
+    secret (or altered)."""
+    return _fernet(secret).decrypt(sealed)
+
+
+def _replay(stored: StoredResponse, body: bytes) -> Response:
+    """The stored response again (``body`` unsealed), marked ``Idempotent-Replayed: true``."""
     headers = dict(stored.headers)
     media_type = headers.pop("content-type", None)
-    response = Response(content=stored.body, status_code=stored.status, media_type=media_type, headers=headers)
+    response = Response(content=body, status_code=stored.status, media_type=media_type, headers=headers)
     response.headers[REPLAYED] = "true"
     return response
 
