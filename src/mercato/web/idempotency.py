@@ -21,7 +21,7 @@ Rules (what clients see):
   409 ``idempotency-conflict`` with ``Retry-After``. A claim left unfinished for 60 s (its request died) is taken
   over by the next request with the key, which runs the handler again.
 - Stored bodies are sealed (Fernet: AES-128-CBC + HMAC-SHA256) with a key derived from ``MERCATO_SECRET_KEY`` for
-  this purpose only (HKDF, :func:`mercato.payments.vault.derived_secret`): a first response may hold a secret shown
+  this purpose only (HKDF, :func:`mercato.platform.keys.fernet`): a first response may hold a secret shown
   once — a guest's ``order_token`` from ``POST /orders`` — and whoever can read the database must not lift it from
   the store. The replay opens the seal, so the same caller still gets the token again. A body sealed under an
   earlier secret key cannot be opened: its replay is a 409 ``conflict`` (the request was done; look its result up).
@@ -40,7 +40,6 @@ and then see the finished key.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -48,17 +47,17 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 import structlog
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken
 from fastapi import Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.errors import Conflict, DomainError, ValidationFailed
-from mercato.payments.vault import derived_secret
 from mercato.platform import idempotency as store
 from mercato.platform.context import Services
 from mercato.platform.idempotency import Claim, IdempotencyConflict, IdempotencyMismatch, StoredResponse
+from mercato.platform.keys import fernet
 from mercato.web.deps import OptionalPrincipal
 from mercato.web.middleware import client_ip, route_template
 from mercato.web.problems import problem_response, problems
@@ -78,6 +77,8 @@ HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 CART_COOKIE = "mercato_cart"
+#: The purpose stored response bodies are sealed for (:func:`mercato.platform.keys.fernet`).
+SEAL_PURPOSE = "idempotency-responses"
 #: Response headers stored with the body and replayed (others, e.g. rate limits or cookies, belong to each call).
 STORED_HEADERS = frozenset({"content-type", "location", "content-location", "etag", "last-modified", "link"})
 
@@ -300,21 +301,16 @@ def _render(content: Any, status_code: int, model: Any) -> Response:
     return Response(content=body, status_code=status_code, media_type="application/json")
 
 
-@lru_cache(maxsize=8)
-def _fernet(secret: str) -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(bytes.fromhex(derived_secret(secret, "idempotency-responses"))))
-
-
 def _seal(secret: str, body: bytes) -> bytes:
-    """``body`` encrypted and authenticated (a Fernet token, ASCII) under the key :func:`_fernet` derives from the
+    """``body`` encrypted and authenticated (a Fernet token, ASCII) under the key derived from the
     server's ``secret``: what the store keeps instead of the response body."""
-    return _fernet(secret).encrypt(body)
+    return fernet(secret, SEAL_PURPOSE).encrypt(body)
 
 
 def _unseal(secret: str, sealed: bytes) -> bytes:
     """The body :func:`_seal` sealed. Raises ``cryptography.fernet.InvalidToken`` when it was sealed under another
     secret (or altered)."""
-    return _fernet(secret).decrypt(sealed)
+    return fernet(secret, SEAL_PURPOSE).decrypt(sealed)
 
 
 def _replay(stored: StoredResponse, body: bytes) -> Response:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from mercato.errors import ServiceUnavailable
 from mercato.payments.gateways.base import Gateway
-from mercato.payments.vault import derived_secret
+from mercato.platform.keys import derived_secret
 
 if TYPE_CHECKING:
     from mercato.platform.context import Services
