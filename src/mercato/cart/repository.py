@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Delete, Select, Table, Update, bindparam, delete, insert, select, update
-from sqlalchemy.engine import Result
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.cart.models import Cart, CartItem
+from mercato.db.queries import run_core
 
 Key = tuple[Literal["user", "token", "id"], Any]
 
@@ -89,7 +89,7 @@ _CLEAR_LINES = delete(_ITEMS).where(_ITEMS.c.cart_id == bindparam("cart_id"))
 
 async def find(session: AsyncSession, key: Key, *, lock: bool = False) -> CartHead | None:
     """The cart of ``key`` (expired or not), locked until the transaction ends when ``lock``."""
-    row = (await _run(session, (_FIND_LOCKED if lock else _FIND)[key[0]], {"key": key[1]})).first()
+    row = (await run_core(session, (_FIND_LOCKED if lock else _FIND)[key[0]], {"key": key[1]})).first()
     return CartHead(**row._asdict()) if row is not None else None
 
 
@@ -97,7 +97,7 @@ async def touch(session: AsyncSession, key: Key, *, now: datetime, expires_at: d
     """Lock the live cart of ``key`` (``expires_at`` after ``now``) and move its ``expires_at``; returns it as it
     is now, or None (nothing changed) when there is no live cart."""
     params = {"key": key[1], "now": now, "expires_at": expires_at}
-    row = (await _run(session, _TOUCH[key[0]], params)).first()
+    row = (await run_core(session, _TOUCH[key[0]], params)).first()
     return CartHead(**row._asdict()) if row is not None else None
 
 
@@ -116,11 +116,11 @@ async def insert_cart(session: AsyncSession, cart: CartHead, *, token_hash: str 
         "updated_at": now,
     }
     if cart.user_id is None:
-        await _run(session, _INSERT_CART, params)
+        await run_core(session, _INSERT_CART, params)
         return True
     try:
         async with session.begin_nested():
-            await _run(session, _INSERT_CART, params)
+            await run_core(session, _INSERT_CART, params)
     except IntegrityError:
         return False
     return True
@@ -128,17 +128,17 @@ async def insert_cart(session: AsyncSession, cart: CartHead, *, token_hash: str 
 
 async def set_coupon(session: AsyncSession, cart_id: uuid.UUID, coupon_code: str | None, *, now: datetime) -> None:
     """Apply ``coupon_code`` to the cart (None removes it)."""
-    await _run(session, _SET_COUPON, {"cart_id": cart_id, "coupon_code": coupon_code, "now": now})
+    await run_core(session, _SET_COUPON, {"cart_id": cart_id, "coupon_code": coupon_code, "now": now})
 
 
 async def lines(session: AsyncSession, cart_id: uuid.UUID) -> list[Line]:
     """The cart's lines in cart order (the order they were first added)."""
-    return [Line(**row._asdict()) for row in await _run(session, _LINES, {"cart_id": cart_id})]
+    return [Line(**row._asdict()) for row in await run_core(session, _LINES, {"cart_id": cart_id})]
 
 
 async def line(session: AsyncSession, cart_id: uuid.UUID, item_id: uuid.UUID) -> Line | None:
     """The line ``item_id`` if it belongs to cart ``cart_id`` (None for another cart's line)."""
-    row = (await _run(session, _LINE, {"item_id": item_id, "cart_id": cart_id})).first()
+    row = (await run_core(session, _LINE, {"item_id": item_id, "cart_id": cart_id})).first()
     return Line(**row._asdict()) if row is not None else None
 
 
@@ -156,42 +156,31 @@ async def insert_lines(session: AsyncSession, cart_id: uuid.UUID, new: Sequence[
         for item, created_at in new
     ]
     if rows:
-        await _run(session, _INSERT_LINES, rows)
+        await run_core(session, _INSERT_LINES, rows)
 
 
 async def set_quantities(session: AsyncSession, changes: Sequence[tuple[uuid.UUID, int]]) -> None:
     """Set the quantity of each line ``(item_id, quantity)``."""
     if changes:
-        await _run(session, _SET_QUANTITY, [{"item_id": item_id, "quantity": n} for item_id, n in changes])
+        await run_core(session, _SET_QUANTITY, [{"item_id": item_id, "quantity": n} for item_id, n in changes])
 
 
 async def move_line(session: AsyncSession, item_id: uuid.UUID, *, to_cart: uuid.UUID, quantity: int) -> None:
     """Move a line to another cart (keeping its place in cart order) with ``quantity`` units."""
-    await _run(session, _MOVE_LINE, {"item_id": item_id, "to_cart": to_cart, "quantity": quantity})
+    await run_core(session, _MOVE_LINE, {"item_id": item_id, "to_cart": to_cart, "quantity": quantity})
 
 
 async def delete_line(session: AsyncSession, item_id: uuid.UUID) -> None:
     """Delete one line."""
-    await _run(session, _DELETE_LINE, {"item_id": item_id})
+    await run_core(session, _DELETE_LINE, {"item_id": item_id})
 
 
 async def clear_lines(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Delete every line of the cart."""
-    await _run(session, _CLEAR_LINES, {"cart_id": cart_id})
+    await run_core(session, _CLEAR_LINES, {"cart_id": cart_id})
 
 
 async def delete_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Delete the cart and its lines."""
     await clear_lines(session, cart_id)
-    await _run(session, _DELETE_CART, {"cart_id": cart_id})
-
-
-async def _run(
-    session: AsyncSession,
-    statement: Select[Any] | Update | Delete | Any,
-    params: dict[str, Any] | list[dict[str, Any]],
-) -> Result[Any]:
-    """Run a Core statement on the session's connection (in its transaction), past the ORM's execution layer
-    (these statements load no ORM objects and need no autoflush)."""
-    connection = await session.connection()
-    return await connection.execute(statement, params)
+    await run_core(session, _DELETE_CART, {"cart_id": cart_id})

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mercato.catalog.models import Product, ProductStatus, ProductVariant
 from mercato.catalog.rules import variant_price
+from mercato.db.queries import run_core
 from mercato.errors import NotFound, ValidationFailed
 from mercato.inventory import service as inventory
 from mercato.inventory.models import InventoryItem
@@ -76,14 +77,17 @@ async def sellable_units(session: AsyncSession, keys: Iterable[UnitKey]) -> dict
     given) belongs to it, and a product with variants is only sold by variant. Other keys are left out.
 
     One query: the wanted products (columns only, no ORM objects) with their variants and each unit's stock row
-    joined (a product's own stock row has no variant, a variant's names the variant)."""
+    joined (a product's own stock row has no variant, a variant's names the variant), run with
+    :func:`mercato.db.queries.run_core` (no autoflush: no caller reads units after staging a change of the catalog
+    or stock)."""
     wanted = set(keys)
     product_ids = {product_id for product_id, _ in wanted}
     if not product_ids:
         return {}
-    rows = await session.execute(_UNITS, {"product_ids": list(product_ids)})
+    rows = await run_core(session, _UNITS, {"product_ids": list(product_ids)})
     products: dict[uuid.UUID, tuple[Any, ...]] = {}
     variants: dict[uuid.UUID, dict[uuid.UUID, tuple[Any, ...]]] = {}
+    row: Any
     for row in rows:
         products[row[0]] = row
         if row[6] is not None:

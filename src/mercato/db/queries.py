@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.engine import Result
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,3 +46,15 @@ async def add_unique(session: AsyncSession, row: Any) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+async def run_core(session: AsyncSession, statement: Any, params: dict[str, Any] | list[dict[str, Any]]) -> Result[Any]:
+    """Run a Core statement (columns, not ORM objects) in the session's transaction, past the ORM's execution
+    layer: no autoflush (changes staged in the session and not flushed yet are not seen) and no ORM result
+    processing. The hot paths use it (a cart add, sellable units): the ORM layer costs more CPU than the
+    statement (bench/README.md "Selling benchmark"). A list of ``params`` runs the statement once per item
+    (``executemany``).
+    """
+    connection = await session.connection()
+    result: Result[Any] = await connection.execute(statement, params)
+    return result
