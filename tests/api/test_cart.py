@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from mercato.cart import service as cart_service
 from mercato.cart.models import Cart, CartItem
 from mercato.platform import clock
 from mercato.platform.context import Services
@@ -184,16 +185,15 @@ async def test_concurrent_first_adds_of_a_user_make_one_cart_with_every_line(
 ) -> None:
     """The first writes of a user without a cart race to create it: one inserts the cart, the others find it (on
     PostgreSQL the unique user_id refuses their insert and only its savepoint is rolled back)."""
-    things = [await product(client, admin, stock=5) for _ in range(6)]
+    things = [await product(client, admin, stock=5) for _ in range(12)]
     user = bearer(await register(client))
     answers = await asyncio.gather(*(add(client, thing["id"], 1, headers=user) for thing in things))
-    assert [answer.status_code for answer in answers] == [201] * 6, [answer.text for answer in answers]
+    assert [answer.status_code for answer in answers] == [201] * 12, [answer.text for answer in answers]
     assert len({answer.json()["id"] for answer in answers}) == 1
     assert await count(services, Cart) == 1
     cart = (await client.get(CART, headers=user)).json()
     assert sorted(line["product_id"] for line in cart["items"]) == sorted(thing["id"] for thing in things)
-    assert cart["item_count"] == 6
-    assert await count(services, Job, Job.name == "cart.expire") == 1  # one expiry job: the cart was made once
+    assert cart["item_count"] == 12
 
 
 async def test_cookie_signed_in_writes_need_the_csrf_header(
@@ -725,38 +725,66 @@ async def test_another_customers_item_ids_are_404(
 # --- expiry -----------------------------------------------------------------------------------------------------
 
 
-async def test_expiry_job_deletes_expired_carts_and_follows_changes(
+async def test_the_sweep_deletes_expired_carts_and_spares_changed_ones(
     client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services
 ) -> None:
     thing = await product(client, admin)
     start = clock.now()
-    async with browser(app) as guest, browser(app) as idle:
+    async with browser(app) as guest, browser(app) as idle, browser(app) as back:
         await add(guest, thing["id"], 1)
         await add(idle, thing["id"], 1)
-        assert await count(services, Job, Job.name == "cart.expire") == 2
+        await add(back, thing["id"], 2)
+        assert await count(services, Job, Job.name.startswith("cart")) == 0  # a cart needs no job row of its own
         try:
             clock.set_clock(lambda: start + timedelta(days=10))
             await add(guest, thing["id"], 1)  # pushes the guest cart's expiry to day 40
 
             clock.set_clock(lambda: start + timedelta(days=31))
             assert (await idle.get(CART)).json()["id"] is None  # expired: shown as no cart
+            # a guest coming back with the old cookie before the sweep: the expired cart goes, a new one starts
+            old = back.cookies["mercato_cart"]
+            again = await add(back, thing["id"], 1)
+            assert again.status_code == 201 and again.json()["item_count"] == 1
+            assert back.cookies["mercato_cart"] != old
+            assert await count(services, Cart) == 3
             await services.jobs.run_due()
-            assert await count(services, Cart) == 1  # the idle cart is gone, the other one rescheduled
+            assert await count(services, Cart) == 2  # the idle cart is gone; the changed and the new one kept
             assert (await guest.get(CART)).json()["item_count"] == 2
-            async with services.db.session(write=False) as session:
-                job = (await session.execute(select(Job).where(Job.name == "cart.expire"))).scalar_one()
-                cart = (await session.execute(select(Cart))).scalar_one()
-            assert job.run_at == cart.expires_at == start + timedelta(days=40)
 
             clock.set_clock(lambda: start + timedelta(days=41))
             await services.jobs.run_due()
-            assert await count(services, Cart) == 0 and await count(services, CartItem) == 0
-            assert await count(services, Job, Job.name == "cart.expire") == 0
-
-            # a guest coming back with the old cookie starts a new cart with a new cookie
-            old = guest.cookies["mercato_cart"]
-            assert (await add(guest, thing["id"], 1)).status_code == 201
-            assert guest.cookies["mercato_cart"] != old
-            assert (await guest.get(CART)).json()["item_count"] == 1
+            assert await count(services, Cart) == 1 and await count(services, CartItem) == 1  # only the new one
+            assert (await back.get(CART)).json()["item_count"] == 1
         finally:
             clock.set_clock(None)
+
+
+async def test_the_sweep_deletes_in_batches_and_runs_once_an_hour(
+    client: httpx.AsyncClient, app: Any, admin: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More expired carts than one batch: every one goes in one pass. The next pass within the hour does not
+    sweep; one an hour later does."""
+    monkeypatch.setattr(cart_service, "SWEEP_BATCH", 2)
+    thing = await product(client, admin, stock=50)
+    for _ in range(5):
+        async with browser(app) as guest:
+            assert (await add(guest, thing["id"], 1)).status_code == 201
+    start = clock.now()
+    try:
+        clock.set_clock(lambda: start + timedelta(days=31))
+        await services.jobs.run_due()
+        assert await count(services, Cart) == 0 and await count(services, CartItem) == 0
+
+        async with browser(app) as guest:
+            assert (await add(guest, thing["id"], 1)).status_code == 201  # expires on day 61
+        clock.set_clock(lambda: start + timedelta(days=61, minutes=-30))
+        await services.jobs.run_due()  # sweeps nothing; the next sweep is due at day 61 + 30 minutes
+        assert await count(services, Cart) == 1
+        clock.set_clock(lambda: start + timedelta(days=61, minutes=10))
+        await services.jobs.run_due()
+        assert await count(services, Cart) == 1  # expired, but the sweep is not due yet
+        clock.set_clock(lambda: start + timedelta(days=61, minutes=31))
+        await services.jobs.run_due()
+        assert await count(services, Cart) == 0 and await count(services, CartItem) == 0
+    finally:
+        clock.set_clock(None)

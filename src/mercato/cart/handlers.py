@@ -1,4 +1,5 @@
-"""Job handlers of the cart domain: cart expiry (API.md "Cart": guest carts live 30 days after their last change).
+"""Background work of the cart domain: deleting expired carts (API.md "Cart": a cart lives 30 days after its last
+change).
 
 Imported by the cart router (so the server's runner knows it) and belongs in ``mercato/handlers.py`` for
 ``mercato worker`` processes.
@@ -6,13 +7,12 @@ Imported by the cart router (so the server's runner knows it) and belongs in ``m
 
 from __future__ import annotations
 
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
 from mercato.cart import service
-from mercato.platform import jobs
+from mercato.platform import clock, jobs
 
 if TYPE_CHECKING:
     from mercato.platform.context import Services
@@ -20,12 +20,17 @@ if TYPE_CHECKING:
 log = structlog.get_logger("mercato.cart")
 
 
-@jobs.handler(service.EXPIRE_JOB)
-async def expire_cart(services: Services, payload: dict[str, Any]) -> None:
-    """Delete the cart ``payload["cart_id"]`` if its ``expires_at`` has passed, else schedule this job again for
-    the new ``expires_at`` (every change pushes it 30 days ahead). A cart already gone (emptied by sign-in merge,
-    expired earlier) changes nothing; runs at least once, repeats are harmless."""
-    async with services.db.session(write=True) as session:
-        deleted = await service.expire_cart(session, uuid.UUID(payload["cart_id"]))
+@jobs.periodic("cart.sweep", every=service.SWEEP_EVERY)
+async def sweep_expired_carts(services: Services) -> None:
+    """Delete every cart that has expired, :data:`~mercato.cart.service.SWEEP_BATCH` per write transaction (other
+    writers get the database between batches). Every job runner runs it hourly; runs in two processes at once
+    delete each cart once."""
+    deleted = 0
+    while True:
+        async with services.db.session(write=True) as session:
+            batch = await service.delete_expired(session, now=clock.now(), limit=service.SWEEP_BATCH)
+        deleted += batch
+        if batch < service.SWEEP_BATCH:
+            break
     if deleted:
-        log.info("cart expired", cart_id=payload["cart_id"])
+        log.info("carts expired", count=deleted)

@@ -8,7 +8,7 @@ line's read-modify-write cannot interleave with another request on the same cart
 per request), so lock order cannot deadlock, except in :func:`mercato.cart.service.merge_guest_cart`, which locks
 the guest cart before the user's.
 
-Carts are looked up by a :data:`Key`: ``("user", user_id)``, ``("token", token_hash)`` or ``("id", cart_id)``.
+Carts are looked up by a :data:`Key`: ``("user", user_id)`` or ``("token", token_hash)``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mercato.cart.models import Cart, CartItem
 from mercato.db.queries import run_core
 
-Key = tuple[Literal["user", "token", "id"], Any]
+Key = tuple[Literal["user", "token"], Any]
 
 _CARTS = cast(Table, Cart.__table__)
 _ITEMS = cast(Table, CartItem.__table__)
@@ -54,7 +54,7 @@ class Line:
 
 
 _HEAD = (_CARTS.c.id, _CARTS.c.user_id, _CARTS.c.coupon_code, _CARTS.c.expires_at)
-_KEY_COLUMNS = {"user": _CARTS.c.user_id, "token": _CARTS.c.token_hash, "id": _CARTS.c.id}
+_KEY_COLUMNS = {"user": _CARTS.c.user_id, "token": _CARTS.c.token_hash}
 _FIND = {kind: select(*_HEAD).where(column == bindparam("key")) for kind, column in _KEY_COLUMNS.items()}
 _FIND_LOCKED = {kind: query.with_for_update() for kind, query in _FIND.items()}
 _TOUCH = {
@@ -70,7 +70,6 @@ _SET_COUPON = (
     .values(coupon_code=bindparam("coupon_code"), updated_at=bindparam("now"))
 )
 _INSERT_CART = insert(_CARTS)
-_DELETE_CART = delete(_CARTS).where(_CARTS.c.id == bindparam("cart_id"))
 _LINE_COLUMNS = (_ITEMS.c.id, _ITEMS.c.product_id, _ITEMS.c.variant_id, _ITEMS.c.quantity)
 _LINES = (
     select(*_LINE_COLUMNS).where(_ITEMS.c.cart_id == bindparam("cart_id")).order_by(_ITEMS.c.created_at, _ITEMS.c.id)
@@ -85,6 +84,9 @@ _MOVE_LINE = (
 )
 _DELETE_LINE = delete(_ITEMS).where(_ITEMS.c.id == bindparam("item_id"))
 _CLEAR_LINES = delete(_ITEMS).where(_ITEMS.c.cart_id == bindparam("cart_id"))
+_EXPIRED = select(_CARTS.c.id).where(_CARTS.c.expires_at <= bindparam("now")).limit(bindparam("limit"))
+_DELETE_LINES_OF = delete(_ITEMS).where(_ITEMS.c.cart_id.in_(bindparam("cart_ids", expanding=True)))
+_DELETE_CARTS = delete(_CARTS).where(_CARTS.c.id.in_(bindparam("cart_ids", expanding=True)))
 
 
 async def find(session: AsyncSession, key: Key, *, lock: bool = False) -> CartHead | None:
@@ -182,5 +184,16 @@ async def clear_lines(session: AsyncSession, cart_id: uuid.UUID) -> None:
 
 async def delete_cart(session: AsyncSession, cart_id: uuid.UUID) -> None:
     """Delete the cart and its lines."""
-    await clear_lines(session, cart_id)
-    await run_core(session, _DELETE_CART, {"cart_id": cart_id})
+    await delete_carts(session, [cart_id])
+
+
+async def expired(session: AsyncSession, *, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Ids of up to ``limit`` carts whose ``expires_at`` is not after ``now`` (``ix_carts_expires_at``)."""
+    return list((await run_core(session, _EXPIRED, {"now": now, "limit": limit})).scalars())
+
+
+async def delete_carts(session: AsyncSession, cart_ids: Sequence[uuid.UUID]) -> None:
+    """Delete the carts ``cart_ids`` and their lines."""
+    if cart_ids:
+        await run_core(session, _DELETE_LINES_OF, {"cart_ids": list(cart_ids)})
+        await run_core(session, _DELETE_CARTS, {"cart_ids": list(cart_ids)})

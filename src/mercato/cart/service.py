@@ -5,7 +5,7 @@ Decisions (documented in the OpenAPI descriptions too):
 - A cart exists from its owner's first write (adding a line, applying a coupon). Reads never create one: without
   a cart, ``GET /cart`` answers an empty cart with ``id`` and ``expires_at`` null.
 - Every change moves ``expires_at`` to 30 days from now; an expired cart counts as gone (reads show an empty
-  cart, the next write starts a new one) and the ``cart.expire`` job deletes it.
+  cart, the next write starts a new one) and the hourly ``cart.sweep`` deletes it (:func:`delete_expired`).
 - Lines are priced at current catalog prices by the one pricing function (:func:`mercato.cart.rules.price`).
   A line whose product or variant is no longer for sale stays listed with ``available`` 0 and ``name``, ``sku``,
   ``unit_price`` and ``line_total`` null; it is left out of every total (``item_count`` too) until it is
@@ -38,7 +38,7 @@ from mercato.cart.repository import CartHead, Key, Line
 from mercato.catalog.units import Unit, UnitKey, require_units, sellable_units
 from mercato.errors import ValidationFailed
 from mercato.inventory.errors import InsufficientStock
-from mercato.platform import clock, jobs
+from mercato.platform import clock
 from mercato.promotions import service as promotions
 from mercato.promotions.errors import CouponInvalid
 from mercato.shipping import service as shipping
@@ -47,8 +47,9 @@ from mercato.shipping import service as shipping
 CART_TTL = timedelta(days=30)
 #: Most units one line may hold (API.md "Cart": quantity 1–100).
 MAX_LINE_QUANTITY = 100
-#: The durable job that deletes a cart once it has expired (payload ``{"cart_id": "<uuid>"}``).
-EXPIRE_JOB = "cart.expire"
+#: How often each job runner deletes expired carts (:func:`delete_expired`), and how many carts per transaction.
+SWEEP_EVERY = timedelta(hours=1)
+SWEEP_BATCH = 500
 
 
 # --- what the service returns ------------------------------------------------------------------------------------
@@ -351,17 +352,13 @@ async def delete_user_cart(session: AsyncSession, user_id: uuid.UUID) -> None:
         await repository.delete_cart(session, cart.id)
 
 
-async def expire_cart(session: AsyncSession, cart_id: uuid.UUID) -> bool:
-    """The ``cart.expire`` job's work: delete cart ``cart_id`` if it has expired (True), else schedule the job
-    again for its new ``expires_at`` (False). A cart already gone changes nothing (False). Idempotent."""
-    cart = await repository.find(session, ("id", cart_id), lock=True)
-    if cart is None:
-        return False
-    if cart.expires_at <= clock.now():
-        await repository.delete_cart(session, cart.id)
-        return True
-    jobs.enqueue(session, EXPIRE_JOB, {"cart_id": str(cart.id)}, run_at=cart.expires_at)
-    return False
+async def delete_expired(session: AsyncSession, *, now: datetime, limit: int) -> int:
+    """Delete up to ``limit`` carts that expired by ``now``, with their lines; returns how many. An expired cart is
+    never changed again (every write and read treats it as gone, and a write starts a new cart), so deleting it
+    races with nothing. Idempotent; the hourly ``cart.sweep`` calls it until fewer than ``limit`` are left."""
+    cart_ids = await repository.expired(session, now=now, limit=limit)
+    await repository.delete_carts(session, cart_ids)
+    return len(cart_ids)
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
@@ -393,27 +390,36 @@ async def _touch(session: AsyncSession, owner: CartOwner, now: datetime) -> Cart
 
 
 async def _cart_for_write(session: AsyncSession, owner: CartOwner, now: datetime) -> tuple[CartHead, str | None, bool]:
-    """The owner's cart, locked, with ``expires_at`` moved 30 days ahead; created (with its expiry job) when there
-    is none or it has expired. Returns the cart, for a guest the token the cookie must carry, and whether the cart
+    """The owner's cart, locked, with ``expires_at`` moved 30 days ahead; created when there is none or it has
+    expired. Returns the cart, for a guest the token the cookie must carry, and whether the cart
     was created now (so it has no lines)."""
     guest_token = owner.token if owner.user_id is None else None
     cart = await _touch(session, owner, now)
     if cart is not None:
         return cart, guest_token, False
     key = _owner_key(owner)
-    if key is not None and (stale := await repository.find(session, key, lock=True)) is not None:
-        await repository.delete_cart(session, stale.id)  # expired: the next write starts a new cart
+    if key is not None and (found := await repository.find(session, key, lock=True)) is not None:
+        if found.expires_at > now:
+            # a concurrent first write of the same user created it after the touch looked (PostgreSQL: each
+            # statement sees what has committed by then); it is locked now
+            return await _touch_locked(session, owner, now), None, False
+        await repository.delete_cart(session, found.id)  # expired: the next write starts a new cart
     token = None if owner.user_id is not None else secrets.token_urlsafe(32)
     cart = CartHead(id=clock.new_id(), user_id=owner.user_id, coupon_code=None, expires_at=now + CART_TTL)
     if not await repository.insert_cart(
         session, cart, token_hash=token_hash(token) if token is not None else None, now=now
     ):
         # the same user's concurrent first write created it a moment ago
-        existing = await _touch(session, owner, now)
-        assert existing is not None
-        return existing, None, False
-    jobs.enqueue(session, EXPIRE_JOB, {"cart_id": str(cart.id)}, run_at=cart.expires_at)
+        return await _touch_locked(session, owner, now), None, False
     return cart, token, True
+
+
+async def _touch_locked(session: AsyncSession, owner: CartOwner, now: datetime) -> CartHead:
+    """:func:`_touch` for a live cart known to exist (another transaction committed it, or this one holds its
+    lock)."""
+    cart = await _touch(session, owner, now)
+    assert cart is not None, "a live cart that was just seen is gone"
+    return cart
 
 
 async def _owned_item(session: AsyncSession, owner: CartOwner, item_id: uuid.UUID) -> tuple[CartHead, Line]:

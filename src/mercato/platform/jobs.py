@@ -7,6 +7,10 @@ at one hour); after ``max_attempts`` failures the job is marked ``dead`` and log
 A job whose runner died mid-run is claimed again once its lease expires: delivery is at least once, so handlers
 must be idempotent.
 
+Periodic work that needs no row per occurrence (deleting expired carts) registers with :func:`periodic`: every
+runner calls it after draining the due jobs, at most once per its interval (kept in memory, per process; the work
+must be idempotent, as two processes may run it at the same time).
+
 A claim is a lease (``locked_until``, :data:`LEASE` ahead) and a token (``claim``, new at every claim). While the
 handler runs, a heartbeat extends the lease every third of it, so a long job is not claimed by a second runner;
 every write of the run (heartbeat, delete, requeue, dead) names the token, so a runner that lost the job anyway
@@ -36,7 +40,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("mercato.jobs")
 Handler = Callable[["Services", dict[str, Any]], Awaitable[None]]
+Periodic = Callable[["Services"], Awaitable[None]]
 _HANDLERS: dict[str, Handler] = {}
+_PERIODIC: dict[str, tuple[timedelta, Periodic]] = {}
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF_S = 3600
 
@@ -69,6 +75,20 @@ def handler(name: str) -> Callable[[Handler], Handler]:
         if name in _HANDLERS:
             raise ValueError(f"job handler {name!r} registered twice")
         _HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def periodic(name: str, *, every: timedelta) -> Callable[[Periodic], Periodic]:
+    """Register ``fn(services)`` to run in every job runner after its due jobs, at most once per ``every`` (by
+    :func:`mercato.platform.clock.now`; the first time at the runner's first pass). A failure is logged and tried
+    again an interval later."""
+
+    def register(fn: Periodic) -> Periodic:
+        if name in _PERIODIC:
+            raise ValueError(f"periodic work {name!r} registered twice")
+        _PERIODIC[name] = (every, fn)
         return fn
 
     return register
@@ -114,6 +134,8 @@ class JobRunner:
         self.max_attempts = max_attempts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: when each :func:`periodic` work is next due in this process (absent: at the next pass)
+        self._periodic_due: dict[str, datetime] = {}
 
     async def wake(self) -> None:
         """Ask the loop to look for work now (called after a commit that enqueued a job)."""
@@ -144,7 +166,8 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
 
     async def run_due(self, *, limit: int = 1000) -> int:
-        """Run up to ``limit`` due jobs one after another; returns how many were attempted."""
+        """Run up to ``limit`` due jobs one after another, then the due :func:`periodic` work; returns how many
+        jobs were attempted."""
         done = 0
         while done < limit:
             job = await self._claim()
@@ -152,8 +175,22 @@ class JobRunner:
                 break
             await self._run(job)
             done += 1
+        await self._run_periodic()
         await self._update_gauges()
         return done
+
+    async def _run_periodic(self) -> None:
+        """Run the :func:`periodic` work that is due (a failure is logged; it runs again an interval later)."""
+        for name, (every, fn) in _PERIODIC.items():
+            now = clock.now()
+            due = self._periodic_due.get(name, now)
+            if now < due and due - now <= every:  # (due more than an interval ahead: the clock was set back)
+                continue
+            self._periodic_due[name] = now + every
+            try:
+                await fn(self.services)
+            except Exception:
+                log.exception("periodic_failed", work=name)
 
     async def _claim(self) -> Job | None:
         db = self.services.db
