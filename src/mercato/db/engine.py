@@ -165,4 +165,5 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # sent with the transaction's first statement, in its hop to aiosqlite's thread (db/sqlite_cursor.py)
+        conn.connection.dbapi_connection.begin("BEGIN IMMEDIATE" if write else "BEGIN")  # type: ignore[union-attr]

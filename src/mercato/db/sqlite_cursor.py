@@ -1,4 +1,4 @@
-"""One thread hop per SQLite statement instead of four.
+"""One thread hop per SQLite statement instead of four, and none for ``BEGIN``.
 
 aiosqlite runs each call on its connection's own thread; SQLAlchemy's aiosqlite adapter makes four such calls per
 ``SELECT`` (open a cursor, execute, fetch all rows, close the cursor) and three per ``INSERT``/``UPDATE``. Every
@@ -7,6 +7,12 @@ statement itself (measured with ``bench/profile_selling.py``: about 300 µs of C
 ``AsyncSession``, 31 µs for one aiosqlite call). :class:`OneHopConnection` runs the whole statement (cursor,
 execute, fetch, close) as one function on that thread and keeps the rows, description, rowcount and lastrowid for
 SQLAlchemy, exactly what the stock adapter buffers too (it is not a server-side cursor either).
+
+A transaction's ``BEGIN`` (or ``BEGIN IMMEDIATE``) is not a hop of its own either: :meth:`OneHopConnection.begin`
+keeps it, and it is sent on the thread just before the transaction's first statement, in that statement's hop. A
+transaction that ends without a statement never began in SQLite, so its ``COMMIT``/``ROLLBACK`` is no hop either.
+The pending ``BEGIN`` is kept on the ``aiosqlite.Connection`` (a thread object with a ``__dict__``; the adapter
+has fixed slots), and cleared on the thread once SQLite has accepted it.
 
 :func:`one_hop` switches a freshly opened pool connection to it (``Database`` does so in its ``connect`` event).
 It relies on two attributes that SQLAlchemy's own adapter uses as well: ``aiosqlite.Connection._execute`` (queue a
@@ -23,6 +29,9 @@ from typing import Any
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
+
+#: Attribute of the ``aiosqlite.Connection`` holding the ``BEGIN`` to send before the next statement.
+_PENDING_BEGIN = "mercato_pending_begin"
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -79,9 +88,14 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             self._adapt_connection._handle_exception(error)
 
     async def _run(self, operation: Any, parameters: Any, *, many: bool) -> None:
-        sqlite_connection = self._connection._conn  # raises ValueError("no active connection") once closed
+        connection = self._connection
+        sqlite_connection = connection._conn  # raises ValueError("no active connection") once closed
+        begin: str | None = getattr(connection, _PENDING_BEGIN, None)
 
         def statement() -> tuple[Any, list[Any] | None, int, int | None]:
+            if begin is not None:
+                sqlite_connection.execute(begin)  # a failure (database is locked) leaves it pending: rolled back
+                setattr(connection, _PENDING_BEGIN, None)
             cursor = sqlite_connection.cursor()
             try:
                 if many:
@@ -103,10 +117,32 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection adapter with :class:`OneHopCursor` as its (non server-side) cursor."""
+    """SQLAlchemy's aiosqlite connection adapter with :class:`OneHopCursor` as its (non server-side) cursor, and
+    ``BEGIN`` sent with the transaction's first statement."""
 
     __slots__ = ()
     _cursor_cls = OneHopCursor
+
+    def begin(self, sql: str) -> None:
+        """Start a transaction with ``sql`` (``BEGIN`` or ``BEGIN IMMEDIATE``), sent on the connection's thread
+        just before the next statement, in the same hop."""
+        setattr(self._connection, _PENDING_BEGIN, sql)
+
+    def commit(self) -> None:
+        """Commit; a transaction whose ``BEGIN`` was never sent (no statement ran) has nothing to commit."""
+        if not self._drop_pending_begin():
+            super().commit()
+
+    def rollback(self) -> None:
+        """Roll back; a transaction whose ``BEGIN`` was never sent (or failed) has nothing to roll back."""
+        if not self._drop_pending_begin():
+            super().rollback()
+
+    def _drop_pending_begin(self) -> bool:
+        if getattr(self._connection, _PENDING_BEGIN, None) is None:
+            return False
+        setattr(self._connection, _PENDING_BEGIN, None)
+        return True
 
 
 def one_hop(dbapi_connection: Any) -> None:
